@@ -1,0 +1,105 @@
+"""``sdk plugins``, ``sdk list`` and ``sdk recipe show``: what is installed and what a recipe resolves to."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import click
+
+from detsdk.cli.main import debug_option
+from detsdk.plugins import KINDS, get_registry
+
+KIND_CHOICES = sorted(KINDS.values()) + sorted(KINDS)
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@debug_option
+def plugins_command(as_json):
+    """Show installed plugins, their hooks, components and errors."""
+    infos = list(get_registry().plugins.values())
+    if as_json:
+        click.echo(json.dumps([_plugin_dict(i) for i in infos], indent=2))
+        return
+    rows = [("plugin", "version", "components", "status")]
+    for info in infos:
+        status = f"error: {info.error}" if info.error else "ok"
+        rows.append((info.name, info.version, str(len(info.components)), status))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+    for info in infos:
+        if info.components:
+            click.echo(f"\n{info.name}: {', '.join(info.components)}")
+
+
+def _plugin_dict(info) -> dict:
+    return {
+        "name": info.name,
+        "version": info.version,
+        "hooks": info.hooks,
+        "components": info.components,
+        "errors": [info.error] if info.error else [],
+    }
+
+
+@click.command("list")
+@click.argument("kind", required=False, type=click.Choice(KIND_CHOICES))
+@debug_option
+def list_command(kind):
+    """List components (all kinds, or KIND) with their parameters and defaults."""
+    registry = get_registry()
+    kinds = [KINDS.get(kind, kind)] if kind else list(KINDS.values())
+    for current in kinds:
+        click.echo(f"{current}s:")
+        for component in registry.components(current):
+            click.echo(f"  {component.name}  [{component.qualified_name}]  {component.description}")
+            if current == "recipe":
+                click.echo(_recipe_listing(component))
+            else:
+                click.echo(_parameter_listing(component, current))
+        click.echo("")
+
+
+def _parameter_listing(component, kind) -> str:
+    from detsdk.recipe.schema import INJECTED
+
+    lines = []
+    for p in component.parameters():
+        if p.name in INJECTED.get(kind, ()):
+            continue
+        default = "required" if p.default is inspect.Parameter.empty else f"= {p.default!r}"
+        lines.append(f"      {p.name} {default}")
+    return "\n".join(lines) if lines else "      (no parameters)"
+
+
+def _recipe_listing(component) -> str:
+    from pathlib import Path
+
+    folder = Path(component.factory)
+    names = sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*.toml") if not p.relative_to(folder).parts[0].startswith("_")
+    )
+    return "\n".join(f"      {component.plugin}:{n}" for n in names) or "      (none)"
+
+
+@click.group("recipe")
+def recipe_group():
+    """Inspect recipes."""
+
+
+@recipe_group.command("show")
+@click.argument("recipe")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
+@debug_option
+def recipe_show(recipe, overrides):
+    """Print RECIPE fully resolved: bases merged, overrides and defaults applied."""
+    from detsdk.recipe import dump_recipe, load_recipe, validate_recipe, with_defaults
+
+    loaded = load_recipe(recipe, overrides)
+    validate_recipe(loaded)
+    click.echo(dump_recipe(with_defaults(loaded.data)), nl=False)
+
+
+COMMANDS = [plugins_command, list_command, recipe_group]

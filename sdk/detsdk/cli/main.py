@@ -1,0 +1,73 @@
+"""``sdk``: the root click group, error handling and plugin commands.
+
+User mistakes (``DetSDKError``) print one line and exit 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from detsdk import __version__
+from detsdk.errors import DetSDKError
+
+
+class SDKGroup(click.Group):
+    """A click group that turns user errors into one line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DetSDKError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=SDKGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="det-sdk")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """det-sdk: train, evaluate and use object detectors from data-only recipes."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _add_commands() -> None:
+    from detsdk.cli import info_commands, run_commands
+
+    for module in (info_commands, run_commands):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+def _add_plugin_commands() -> None:
+    """Let plugins add commands (plugin modules must not import torch at import time)."""
+    from detsdk.plugins import get_registry
+
+    try:
+        get_registry().call_hook("detsdk_register_commands", cli=cli)
+    except DetSDKError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def debug_option(function):
+    """``--debug`` on a subcommand, same as ``sdk --debug``."""
+
+    def turn_on(ctx, _param, value):
+        if value:
+            ctx.ensure_object(dict)["debug"] = True
+
+    return click.option("--debug", is_flag=True, expose_value=False, callback=turn_on, help="Show tracebacks.")(function)
+
+
+def main(argv=None) -> None:
+    """Entry point of ``sdk`` and ``python -m detsdk``."""
+    _add_commands()
+    _add_plugin_commands()
+    cli.main(args=argv, prog_name="sdk")

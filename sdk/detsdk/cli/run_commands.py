@@ -1,0 +1,3 @@
+"""``sdk run``, ``sdk eval`` and ``sdk predict``."""
+
+COMMANDS = []

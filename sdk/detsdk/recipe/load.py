@@ -1,0 +1,158 @@
+"""Load a recipe: TOML, ``base`` inheritance, ``replace = true`` and ``--set`` overrides.
+
+Every key remembers the file (or ``--set``) that gave it its value, so that
+errors can name where a wrong value came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from detsdk.errors import RecipeError
+
+
+@attrs.define
+class Recipe:
+    """A resolved recipe: plain data plus where each key path came from."""
+
+    data: dict[str, Any]
+    path: Path | None = None
+    sources: dict[str, str] = attrs.Factory(dict)
+
+    def source_of(self, key_path: str) -> str:
+        """The file (or ``--set``) that set ``key_path`` or its nearest parent."""
+        parts = key_path.split(".")
+        while parts:
+            found = self.sources.get(".".join(parts))
+            if found:
+                return found
+            parts.pop()
+        return str(self.path) if self.path else "<recipe>"
+
+    @property
+    def stem(self) -> str:
+        """The recipe's file name without suffix (``recipe`` for a dict recipe)."""
+        return self.path.stem if self.path else "recipe"
+
+
+def load_recipe(source: str | Path | Mapping, overrides: Iterable[str] = ()) -> Recipe:
+    """Load a recipe file (or a dict), resolve ``base`` and apply ``key=value`` overrides.
+
+    >>> load_recipe({"train": {"epochs": 2}}, ["train.epochs=3"]).data["train"]["epochs"]
+    3
+    """
+    sources: dict[str, str] = {}
+    if isinstance(source, Mapping):
+        data = _resolve(dict(copy.deepcopy(source)), None, sources, ())
+        path = None
+    else:
+        path = Path(source)
+        data = _resolve(_read_toml(path), path, sources, (path.resolve(),))
+    for override in overrides:
+        key_path, value = parse_override(override)
+        _set_key(data, key_path, value)
+        sources[key_path] = f"--set {override}"
+    return Recipe(data=data, path=path, sources=sources)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``a.b=value``; the value is parsed as TOML, else kept as a string."""
+    key_path, sep, raw = text.partition("=")
+    key_path = key_path.strip()
+    if not sep or not key_path or any(not part for part in key_path.split(".")):
+        raise RecipeError(f"--set '{text}': expected KEY.PATH=VALUE, e.g. train.epochs=12")
+    try:
+        value = tomllib.loads(f"value = {raw.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare words such as runs/exp1 need no quotes
+    return key_path, value
+
+
+def dump_recipe(data: Mapping) -> str:
+    """The recipe as TOML text (what ``sdk recipe show`` prints and work dirs keep)."""
+    import tomli_w
+
+    return tomli_w.dumps(dict(data))
+
+
+def _read_toml(path: Path) -> dict:
+    if not path.exists():
+        raise RecipeError(f"recipe not found: {path}")
+    if path.suffix == ".py":
+        raise RecipeError(f"{path}: a Python file is not a recipe; recipes are TOML data (.toml), never code")
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a folder; expected a recipe .toml file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"{path}: not a text file; expected a recipe .toml file") from None
+
+
+def _resolve(data: dict, path: Path | None, sources: dict, chain: tuple[Path, ...]) -> dict:
+    """Merge a recipe's bases (left to right), then the recipe itself over them."""
+    bases = data.pop("base", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RecipeError(f"{path or '<recipe>'}: key 'base': expected a list of recipe paths")
+    merged: dict = {}
+    for base in bases:
+        base_path = _locate_base(base, path)
+        if base_path.resolve() in chain:
+            cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+            raise RecipeError(f"circular inheritance: {cycle}")
+        if not base_path.exists():
+            raise RecipeError(f"{path or '<recipe>'}: base recipe not found: {base} (looked at {base_path})")
+        base_data = _resolve(_read_toml(base_path), base_path, sources, (*chain, base_path.resolve()))
+        merged = _merge(merged, base_data, str(base_path), sources, ())
+    return _merge(merged, data, str(path) if path else "<recipe>", sources, ())
+
+
+def _locate_base(base: str, path: Path | None) -> Path:
+    if ":" in base and not Path(base).exists():
+        from detsdk.plugins import get_registry
+
+        return get_registry().recipe_path(base, where=str(path or "<recipe>"))
+    folder = path.parent if path else Path.cwd()
+    return folder / base
+
+
+def _merge(into: dict, update: dict, origin: str, sources: dict, prefix: tuple) -> dict:
+    """Tables merge recursively; scalars and arrays replace; ``replace = true`` drops the inherited table."""
+    result = dict(into)
+    for key, value in update.items():
+        key_path = ".".join((*prefix, key))
+        if isinstance(value, dict):
+            value = dict(value)
+            replace = value.pop("replace", False) is True
+            inherited = result.get(key)
+            if replace or not isinstance(inherited, dict):
+                for stale in [k for k in sources if k.startswith(key_path + ".")]:
+                    del sources[stale]
+                result[key] = _merge({}, value, origin, sources, (*prefix, key))
+            else:
+                result[key] = _merge(inherited, value, origin, sources, (*prefix, key))
+        else:
+            result[key] = copy.deepcopy(value)
+        sources[key_path] = origin
+    return result
+
+
+def _set_key(data: dict, key_path: str, value: Any) -> None:
+    node = data
+    parts = key_path.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parts[: i + 1])
+            raise RecipeError(f"--set {key_path}: '{where}' is a value, not a table")
+        node = child
+    node[parts[-1]] = value

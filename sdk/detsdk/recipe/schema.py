@@ -1,0 +1,162 @@
+"""Recipe keys, their defaults, and validation against component factories.
+
+Validation runs before anything is built: every component table is checked
+against its factory's signature, with the nearest valid name suggested.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+from detsdk.errors import RecipeError, suggest
+from detsdk.recipe.load import Recipe
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"num_classes": "auto"},
+    "data": {"batch_size": 2, "num_workers": 2},
+    "train": {
+        "epochs": 12,
+        "iters": 0,  # > 0: iteration-based training; intervals below count iterations
+        "optimizer": {"type": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4},
+        "scheduler": {"type": "constant"},
+        "eval_interval": 1,
+        "checkpoint_interval": 1,
+        "log_interval": 20,
+        "grad_clip": 0.0,  # max gradient norm; 0 turns clipping off
+    },
+    "eval": {"metric": {"type": "coco"}, "batch_size": 0},  # 0: data.batch_size
+    "runtime": {"work_dir": "", "seed": 0, "load_from": "", "device": "auto", "plot_samples": 8},
+}
+DATA_SPLITS = ("train", "val", "test")
+
+# Arguments the engine passes itself; a recipe need not (and may not) set them.
+INJECTED = {
+    "backbone": set(),
+    "neck": {"in_channels"},
+    "head": {"in_channels", "num_classes"},
+    "detector": {"backbone", "neck", "num_classes"},
+    "dataset": set(),
+    "transform": set(),
+    "scheduler": {"optimizer", "total_iters", "iters_per_epoch"},
+    "optimizer": {"params"},
+    "metric": set(),
+}
+
+
+def with_defaults(data: dict) -> dict:
+    """The recipe with every missing default filled in (tables merge, values win)."""
+    merged = copy.deepcopy(DEFAULTS)
+    for table, values in data.items():
+        if isinstance(values, dict) and isinstance(merged.get(table), dict):
+            for key, value in values.items():
+                default = merged[table].get(key)
+                # A component table that names another type replaces the default table whole.
+                if isinstance(value, dict) and isinstance(default, dict) and value.get("type") == default.get("type"):
+                    merged[table][key] = {**default, **value}
+                else:
+                    merged[table][key] = copy.deepcopy(value)
+        else:
+            merged[table] = copy.deepcopy(values)
+    return merged
+
+
+def nested_kind(key: str) -> str | None:
+    """The component kind of a nested table key inside a component (``backbone``, ``*_head``)."""
+    if key in ("backbone", "neck"):
+        return key
+    if key.endswith("head"):
+        return "head"
+    return None
+
+
+def validate_recipe(recipe: Recipe, registry=None) -> None:
+    """Check every table and component of a resolved recipe; raise ``RecipeError`` on the first problem."""
+    from detsdk.plugins import get_registry
+
+    registry = registry or get_registry()
+    data = recipe.data
+    for table in data:
+        if table not in DEFAULTS:
+            raise RecipeError(
+                f"{recipe.source_of(table)}: unknown top-level key '{table}'{suggest(table, DEFAULTS)}; "
+                f"expected one of {', '.join(DEFAULTS)}"
+            )
+    for table in ("train", "eval", "runtime", "data"):
+        allowed = set(DEFAULTS[table]) | (set(DATA_SPLITS) if table == "data" else set())
+        values = data.get(table, {})
+        if not isinstance(values, dict):
+            raise RecipeError(f"{recipe.source_of(table)}: '{table}' must be a table")
+        for key, value in values.items():
+            key_path = f"{table}.{key}"
+            if key not in allowed:
+                raise RecipeError(f"{recipe.source_of(key_path)}: unknown key '{key_path}'{suggest(key, allowed)}")
+            _check_value_type(recipe, key_path, value, DEFAULTS[table].get(key))
+    _validate_component(recipe, registry, "detector", data.get("model"), "model")
+    for split in DATA_SPLITS:
+        spec = data.get("data", {}).get(split)
+        if spec is not None:
+            _validate_component(recipe, registry, "dataset", spec, f"data.{split}")
+    train = data.get("train", {})
+    for key, kind in (("optimizer", "optimizer"), ("scheduler", "scheduler")):
+        if key in train:
+            _validate_component(recipe, registry, kind, train[key], f"train.{key}")
+    if "metric" in data.get("eval", {}):
+        _validate_component(recipe, registry, "metric", data["eval"]["metric"], "eval.metric")
+
+
+def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path: str) -> None:
+    source = recipe.source_of(key_path)
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise RecipeError(f"{source}: '{key_path}' must be a table with 'type' naming a {kind}")
+    component = registry.get(kind, spec["type"], where=f"{recipe.source_of(key_path + '.type')}: {key_path}.type")
+    parameters = {p.name: p for p in component.parameters()}
+    open_ended = component.accepts_any_keyword()
+    for key, value in spec.items():
+        item_path = f"{key_path}.{key}"
+        if key == "type" or (kind == "dataset" and key == "pipeline"):
+            continue
+        if key in INJECTED[kind] and not (kind == "detector" and key == "num_classes"):
+            if key not in ("backbone", "neck"):
+                raise RecipeError(f"{recipe.source_of(item_path)}: '{item_path}' is set by the engine; remove it")
+        elif key not in parameters and not open_ended:
+            names = [n for n in parameters if n not in INJECTED[kind]]
+            raise RecipeError(
+                f"{recipe.source_of(item_path)}: unknown parameter '{key}' for {kind} '{spec['type']}' "
+                f"at {item_path}{suggest(key, names)}; valid: {', '.join(names) or 'none'}"
+            )
+        if key in parameters:
+            _check_value_type(recipe, item_path, value, parameters[key].default)
+        sub_kind = nested_kind(key) if isinstance(value, dict) else None
+        if sub_kind and kind in ("detector", "head"):
+            _validate_component(recipe, registry, sub_kind, value, item_path)
+    if kind == "dataset":
+        pipeline = spec.get("pipeline", [])
+        if not isinstance(pipeline, list):
+            raise RecipeError(f"{source}: '{key_path}.pipeline' must be an array of transform tables")
+        for i, step in enumerate(pipeline):
+            _validate_component(recipe, registry, "transform", step, f"{key_path}.pipeline[{i}]")
+    missing = [
+        name
+        for name, p in parameters.items()
+        if p.default is inspect.Parameter.empty and name not in spec and name not in INJECTED[kind]
+    ]
+    if missing:
+        raise RecipeError(f"{source}: {kind} '{spec['type']}' at {key_path} needs {', '.join(missing)}")
+
+
+_ACCEPTED_TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+
+
+def _check_value_type(recipe: Recipe, key_path: str, value: Any, default: Any) -> None:
+    """Reject a value whose type cannot stand for a scalar default's (an int may stand for a float)."""
+    accepted = _ACCEPTED_TYPES.get(type(default))
+    if accepted is None:
+        return
+    if isinstance(value, accepted) and (isinstance(value, bool) == isinstance(default, bool)):
+        return
+    raise RecipeError(
+        f"{recipe.source_of(key_path)}: '{key_path}' = {value!r}: expected a {type(default).__name__} "
+        f"(default {default!r})"
+    )
