@@ -34,3 +34,14 @@ def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the nearest choice, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class DetSDKWarning(UserWarning):
+    """Something the user should know that does not stop the run (dropped boxes, skipped weights)."""
+
+
+def warn(message: str) -> None:
+    """Warn once per call site and message; the CLI prints these as one ``warning:`` line."""
+    import warnings
+
+    warnings.warn(message, DetSDKWarning, stacklevel=2)
