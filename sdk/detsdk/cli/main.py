@@ -7,11 +7,14 @@ shows the traceback instead.
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
 from detsdk import __version__
 from detsdk.errors import DetSDKError
+
+_default_format_warning = warnings.formatwarning
 
 
 class SDKGroup(click.Group):
@@ -66,8 +69,17 @@ def debug_option(function):
     return click.option("--debug", is_flag=True, expose_value=False, callback=turn_on, help="Show tracebacks.")(function)
 
 
+def _format_warning(message, category, filename, lineno, line=None):
+    from detsdk.errors import DetSDKWarning
+
+    if issubclass(category, DetSDKWarning):
+        return f"warning: {message}\n"
+    return _default_format_warning(message, category, filename, lineno, line)
+
+
 def main(argv=None) -> None:
     """Entry point of ``sdk`` and ``python -m detsdk``."""
+    warnings.formatwarning = _format_warning
     _add_commands()
     _add_plugin_commands()
     cli.main(args=argv, prog_name="sdk")

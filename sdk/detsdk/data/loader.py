@@ -1,0 +1,148 @@
+"""Apply a recipe's pipeline to a dataset's samples and batch them.
+
+The engine owns the pipeline (DESIGN: ``pipeline`` is not a dataset
+argument), so any sized, indexable dataset works with any transforms.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+ANNOTATION_KEYS = ("boxes", "labels", "iscrowd", "masks", "areas")
+
+
+class PipelineDataset(Dataset):
+    """A dataset whose samples go through ``transforms`` in order.
+
+    With ``keep_annotations`` each item is ``(sample, annotations)``, where
+    ``annotations`` is the dataset's sample before the pipeline, without the
+    image: evaluation compares detections against those, in original pixels.
+    """
+
+    def __init__(self, dataset: Any, transforms: Sequence[Callable[[dict], dict]], keep_annotations: bool = False):
+        self.dataset = dataset
+        self.transforms = list(transforms)
+        self.keep_annotations = keep_annotations
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample = self.dataset[index]
+        annotations = None
+        if self.keep_annotations:
+            annotations = {k: np.array(v, copy=True) for k, v in sample.items() if k in ANNOTATION_KEYS}
+            annotations["meta"] = dict(sample.get("meta", {}))
+            annotations["meta"].setdefault("ori_shape", tuple(sample["image"].shape[:2]))
+        sample = apply_pipeline(sample, self.transforms)
+        return (sample, annotations) if self.keep_annotations else sample
+
+
+def apply_pipeline(sample: dict, transforms: Sequence[Callable[[dict], dict]]) -> dict:
+    """Run ``transforms`` over a sample, recording its original shape first."""
+    sample = dict(sample)
+    meta = dict(sample.get("meta", {}))
+    meta.setdefault("ori_shape", tuple(sample["image"].shape[:2]))
+    sample["meta"] = meta
+    for transform in transforms:
+        sample = transform(sample)
+    return sample
+
+
+def collate(samples: list[dict]) -> tuple[torch.Tensor, list[dict], list[dict]]:
+    """Stack images into a zero-padded ``B×3×H×W`` float tensor; targets and metas stay lists.
+
+    Images may be uint8 (no ``normalize`` in the pipeline) or float32; each
+    target's ``image_size`` is the image's (h, w) before any padding.
+    """
+    height = max(s["image"].shape[0] for s in samples)
+    width = max(s["image"].shape[1] for s in samples)
+    images = torch.zeros((len(samples), 3, height, width), dtype=torch.float32)
+    targets, metas = [], []
+    for i, sample in enumerate(samples):
+        image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
+        images[i, :, : image.shape[1], : image.shape[2]] = image.float()
+        meta = sample.get("meta", {})
+        img_shape = tuple(meta.get("img_shape", image.shape[1:]))
+        target = {"image_size": (int(img_shape[0]), int(img_shape[1]))}
+        if "boxes" in sample:
+            target["boxes"] = torch.as_tensor(np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4))
+            target["labels"] = torch.as_tensor(np.asarray(sample["labels"], dtype=np.int64))
+            crowd = sample.get("iscrowd")
+            target["iscrowd"] = torch.as_tensor(
+                np.asarray(crowd, dtype=bool) if crowd is not None else np.zeros(len(target["labels"]), bool)
+            )
+        if "masks" in sample:
+            target["masks"] = torch.as_tensor(np.asarray(sample["masks"], dtype=np.uint8))
+        targets.append(target)
+        metas.append(meta)
+    return images, targets, metas
+
+
+def collate_with_annotations(items: list[tuple[dict, dict]]):
+    """Like ``collate``, plus the list of pre-pipeline annotations for evaluation."""
+    images, targets, metas = collate([sample for sample, _ in items])
+    return images, targets, metas, [annotations for _, annotations in items]
+
+
+class EpochSampler(Sampler[int]):
+    """Indices of one epoch, shuffled by ``(seed, epoch)``, optionally starting mid-epoch.
+
+    Starting mid-epoch is what makes ``--resume`` continue exactly where a
+    run stopped, without replaying the batches it already trained on.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the permutation of ``epoch`` and skip its first ``start`` indices."""
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        return iter(order[self.start :])
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Each worker gets its own numpy/random stream derived from torch's per-worker seed.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_loader(
+    dataset: PipelineDataset,
+    batch_size: int,
+    num_workers: int,
+    shuffle: bool,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over a pipeline dataset with a resumable epoch sampler."""
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_with_annotations if dataset.keep_annotations else collate,
+        worker_init_fn=_seed_worker,
+        persistent_workers=False,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -1,0 +1,405 @@
+"""``Engine``: one recipe, trained, evaluated and used for prediction.
+
+The loop is short on purpose (Detectron2's SimpleTrainer): fetch, forward,
+check the loss, backward, step. Logging, checkpoints and evaluation happen
+between iterations; plugins observe through the ``detsdk_*`` event hooks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from detsdk import __version__
+from detsdk.data.loader import build_loader
+from detsdk.engine import build
+from detsdk.engine.checkpoint import (
+    load_checkpoint,
+    load_matching_weights,
+    model_state_of,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from detsdk.engine.device import resolve_device
+from detsdk.engine.evaluation import run_evaluation
+from detsdk.engine.plots import draw_detections, plot_curves, save_grid
+from detsdk.engine.predictor import Detector, inference_pipeline_spec
+from detsdk.engine.run_log import RunLog, write_metrics
+from detsdk.errors import CheckpointError, DataError, RecipeError, TrainingError
+from detsdk.plugins import get_registry
+from detsdk.plugins.build import build_component
+from detsdk.recipe import Recipe, dump_recipe, load_recipe, validate_recipe, with_defaults
+
+
+class Engine:
+    """Train, evaluate and predict with the detector a recipe describes.
+
+    >>> engine = Engine.from_recipe("recipe.toml", overrides=["train.epochs=1"])  # doctest: +SKIP
+    >>> metrics = engine.fit()                                                    # doctest: +SKIP
+    """
+
+    def __init__(self, recipe: Recipe, work_dir: str | Path | None = None, device: str | None = None):
+        validate_recipe(recipe)
+        self.recipe = recipe
+        self.config = with_defaults(recipe.data)
+        runtime = self.config["runtime"]
+        self.work_dir = Path(work_dir or runtime["work_dir"] or Path("runs") / recipe.stem)
+        self.device = resolve_device(device or runtime["device"])
+        self.registry = get_registry()
+        self.log = RunLog(self.work_dir)
+        self.model: torch.nn.Module | None = None
+        self.classes: list[str] = []
+        self.cat_ids: list[int] | None = None
+        self.iteration = 0
+        self.epoch = 0
+        self.metrics: dict[str, float] = {}
+        self.best_score = -math.inf
+        self._datasets: dict[tuple[str, bool], Any] = {}
+
+    @classmethod
+    def from_recipe(
+        cls,
+        source: str | Path | Mapping,
+        overrides: Iterable[str] = (),
+        work_dir: str | Path | None = None,
+        device: str | None = None,
+    ) -> Engine:
+        """Load a recipe file or dict, apply ``key=value`` overrides, validate it and make an engine."""
+        return cls(load_recipe(source, overrides), work_dir=work_dir, device=device)
+
+    # -- parts ------------------------------------------------------------
+    def dataset(self, split: str, keep_annotations: bool = False):
+        """The ``data.<split>`` dataset wrapped with its pipeline (built once)."""
+        key = (split, keep_annotations)
+        if key not in self._datasets:
+            spec = self.config["data"].get(split)
+            if spec is None:
+                raise RecipeError(f"{self.recipe.source_of('data')}: no data.{split} table in the recipe")
+            self._datasets[key] = build.build_pipeline_dataset(spec, f"data.{split}", keep_annotations)
+        return self._datasets[key]
+
+    def _eval_split(self, prefer: tuple[str, ...]) -> str | None:
+        return next((s for s in prefer if self.config["data"].get(s) is not None), None)
+
+    def _ensure_model(self, classes: list[str], classes_source: str, dataset=None) -> torch.nn.Module:
+        if self.model is None:
+            num_classes = build.resolve_num_classes(self.recipe, classes, classes_source)
+            self.model = build.build_model(self.config["model"], num_classes).to(self.device)
+            self.classes = list(classes)
+            self.cat_ids = list(getattr(dataset, "cat_ids", None) or []) or None
+        return self.model
+
+    def _seed(self) -> None:
+        seed = int(self.config["runtime"]["seed"])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    # -- training ---------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, float]:
+        """Train, evaluating every ``eval_interval`` and at the end; returns the last metrics."""
+        self._seed()
+        train_config = self.config["train"]
+        train_set = self.dataset("train")
+        classes = list(train_set.dataset.classes)
+        model = self._ensure_model(classes, f"data.train ({self.config['data']['train']['type']})", train_set.dataset)
+        eval_split = self._eval_split(("val", "test"))
+        if eval_split:
+            self._check_same_classes(eval_split)
+        batch_size = int(self.config["data"]["batch_size"])
+        loader = build_loader(
+            train_set, batch_size, int(self.config["data"]["num_workers"]), shuffle=True,
+            seed=int(self.config["runtime"]["seed"]), pin_memory=self.device.type == "cuda",
+        )
+        iters_per_epoch = len(loader)
+        if iters_per_epoch == 0:
+            raise DataError(f"data.train: the training dataset is empty ({self.config['data']['train']['type']})")
+        iteration_based = int(train_config["iters"]) > 0
+        total_iters = int(train_config["iters"]) if iteration_based else int(train_config["epochs"]) * iters_per_epoch
+        optimizer = build.build_optimizer(train_config["optimizer"], model)
+        scheduler = build.build_scheduler(train_config["scheduler"], optimizer, total_iters, iters_per_epoch)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.total_iters, self.iters_per_epoch = total_iters, iters_per_epoch
+
+        if resume:
+            self._resume()
+        elif self.config["runtime"]["load_from"]:
+            source = self.config["runtime"]["load_from"]
+            load_matching_weights(model, model_state_of(load_checkpoint(source)), source)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "recipe.toml").write_text(dump_recipe(self.config), encoding="utf-8")
+
+        def interval(key: str) -> int:
+            # 0 means: every epoch when training by epochs, only at the end when training by iterations.
+            value = int(train_config[key])
+            return value if value > 0 else (total_iters if iteration_based else 1)
+
+        eval_every, checkpoint_every = interval("eval_interval"), interval("checkpoint_interval")
+        log_every = max(1, int(train_config["log_interval"]))
+        self.registry.call_hook("detsdk_on_train_start", engine=self)
+        model.train()
+        window: dict[str, list[float]] = defaultdict(list)
+        progress = tqdm(total=total_iters, initial=self.iteration, desc="train", dynamic_ncols=True, leave=True)
+        evaluated_at, window_iters, started = -1, 0, time.perf_counter()
+        try:
+            while self.iteration < total_iters:
+                epoch_index, offset = divmod(self.iteration, iters_per_epoch)
+                loader.sampler.set_epoch(epoch_index, offset * batch_size)
+                for images, targets, _ in loader:
+                    losses = self._train_step(images, targets, float(train_config["grad_clip"]))
+                    self.iteration += 1
+                    window_iters += 1
+                    for name, value in losses.items():
+                        window[name].append(value)
+                    lr = optimizer.param_groups[0]["lr"]
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
+                    self.registry.call_hook("detsdk_after_train_iter", engine=self, iteration=self.iteration, losses=losses)
+                    if self.iteration % log_every == 0 or self.iteration == total_iters:
+                        seconds_per_iter = (time.perf_counter() - started) / window_iters
+                        self.log.write(
+                            {"mode": "train", "epoch": epoch_index + 1, "iter": self.iteration, "lr": lr,
+                             **{k: float(np.mean(v)) for k, v in window.items()}, "time": seconds_per_iter}
+                        )
+                        window.clear()
+                        window_iters, started = 0, time.perf_counter()
+                    if iteration_based and self._at(checkpoint_every, total_iters):
+                        self.save("last.pt")
+                    if iteration_based and self._at(eval_every, total_iters) and eval_split:
+                        self._evaluate_during_training(eval_split)
+                        evaluated_at = self.iteration
+                    if self.iteration >= total_iters:
+                        break
+                if self.iteration % iters_per_epoch == 0 or self.iteration >= total_iters:
+                    self.epoch = math.ceil(self.iteration / iters_per_epoch)
+                    self.registry.call_hook("detsdk_after_epoch", engine=self, epoch=self.epoch)
+                    if not iteration_based:
+                        if self.epoch % checkpoint_every == 0 or self.iteration >= total_iters:
+                            self.save("last.pt")
+                        if eval_split and (self.epoch % eval_every == 0 or self.iteration >= total_iters):
+                            self._evaluate_during_training(eval_split)
+                            evaluated_at = self.iteration
+        finally:
+            progress.close()
+        self.save("last.pt")
+        if eval_split and evaluated_at != self.iteration:
+            self._evaluate_during_training(eval_split)
+        if not (self.work_dir / "best.pt").exists():
+            self.save("best.pt")
+        self._plot(eval_split or "train")
+        self.registry.call_hook("detsdk_on_train_end", engine=self)
+        return self.metrics
+
+    def _at(self, every: int, total: int) -> bool:
+        return self.iteration % every == 0 or self.iteration >= total
+
+    def _train_step(self, images: torch.Tensor, targets: list[dict], grad_clip: float) -> dict[str, float]:
+        images = images.to(self.device, non_blocking=True)
+        targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+        losses = self.model(images, targets)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            bad = [f"{name} = {float(value)}" for name, value in losses.items() if not torch.isfinite(value)]
+            raise TrainingError(
+                f"loss is {float(total)} at iteration {self.iteration + 1} (epoch "
+                f"{self.iteration // self.iters_per_epoch + 1}): {', '.join(bad) or 'sum overflowed'}; "
+                "lower the learning rate or add warmup (train.scheduler.warmup_iters)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"loss": float(total), **{name: float(value) for name, value in losses.items()}}
+
+    def _check_same_classes(self, split: str) -> None:
+        other = list(self.dataset(split, keep_annotations=True).dataset.classes)
+        if other != self.classes:
+            raise RecipeError(
+                f"data.{split} has classes {other[:8]} but data.train has {self.classes[:8]}: "
+                "evaluation needs the same classes in the same order"
+            )
+
+    def _evaluate_during_training(self, split: str) -> None:
+        metrics = self._evaluate_split(split)
+        primary = next(iter(metrics.values()), None)
+        if primary is not None and primary > self.best_score:
+            self.best_score = primary
+            self.save("best.pt")
+        self._plot(split)
+
+    # -- checkpoints ------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to resume or to rebuild the detector, in ``weights_only``-safe types."""
+        state = {
+            "model": self.model.state_dict(),
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "rng": rng_states(),
+            "recipe": dump_recipe(self.config),
+            "classes": list(self.classes),
+            "cat_ids": self.cat_ids,
+            "metrics": dict(self.metrics),
+            "best_score": self.best_score if math.isfinite(self.best_score) else None,
+            "version": __version__,
+            "scaler": None,
+        }
+        if getattr(self, "optimizer", None) is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def save(self, name: str) -> Path:
+        """Write a checkpoint into the work dir atomically."""
+        path = self.work_dir / name
+        save_checkpoint(path, self.checkpoint_state())
+        return path
+
+    def _resume(self) -> None:
+        path = self.work_dir / "last.pt"
+        if not path.exists():
+            raise CheckpointError(f"--resume: no checkpoint to resume from at {path}")
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
+        self.metrics = dict(state.get("metrics") or {})
+        if state.get("best_score") is not None:
+            self.best_score = float(state["best_score"])
+        restore_rng_states(state["rng"])
+        print(f"resumed from {path} at iteration {self.iteration} (epoch {self.epoch})")
+
+    # -- evaluation -------------------------------------------------------
+    def evaluate(self, checkpoint: str | Path | None = None, split: str | None = None) -> dict[str, float]:
+        """Evaluate on ``split`` (default: test, else val), optionally with a checkpoint's weights."""
+        split = split or self._eval_split(("test", "val"))
+        if split is None:
+            raise RecipeError(f"{self.recipe.source_of('data')}: no data.test or data.val table to evaluate on")
+        dataset = self.dataset(split, keep_annotations=True).dataset
+        model = self._ensure_model(list(dataset.classes), f"data.{split} ({self.config['data'][split]['type']})", dataset)
+        if checkpoint is not None:
+            state = load_checkpoint(checkpoint)
+            try:
+                model.load_state_dict(model_state_of(state))
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"{checkpoint}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})"
+                ) from None
+        return self._evaluate_split(split)
+
+    def _build_metric(self, dataset):
+        metric = build_component("metric", self.config["eval"]["metric"], where="eval.metric")
+        if hasattr(metric, "bind_dataset"):
+            metric.bind_dataset(dataset)
+        return metric
+
+    def _evaluate_split(self, split: str) -> dict[str, float]:
+        eval_set = self.dataset(split, keep_annotations=True)
+        batch_size = int(self.config["eval"]["batch_size"] or self.config["data"]["batch_size"])
+        loader = build_loader(eval_set, batch_size, int(self.config["data"]["num_workers"]), shuffle=False)
+        metric = self._build_metric(eval_set.dataset)
+        with tqdm(total=len(loader), desc=f"eval {split}", dynamic_ncols=True, leave=False) as progress:
+            metrics = run_evaluation(self.model, loader, metric, self.device, progress)
+        return self._record_metrics(split, metrics)
+
+    def _record_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
+        self.metrics = {k: float(v) for k, v in metrics.items()}
+        write_metrics(self.work_dir, self.metrics)
+        self.log.write({"mode": "val", "split": split, "epoch": self.epoch, "iter": self.iteration, **self.metrics})
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in list(self.metrics.items())[:6])
+        print(f"eval {split} (epoch {self.epoch}, iter {self.iteration}): {shown}")
+        self.registry.call_hook("detsdk_after_eval", engine=self, metrics=self.metrics)
+        return self.metrics
+
+    def evaluate_results(self, results_file: str | Path) -> dict[str, float]:
+        """Score saved COCO-format detections against the test (else val) split, without a model or images."""
+        split = self._eval_split(("test", "val"))
+        if split is None:
+            raise RecipeError(f"{self.recipe.source_of('data')}: no data.test or data.val table to evaluate on")
+        dataset = build.build_dataset(self.config["data"][split], f"data.{split}")
+        results = _read_results(Path(results_file))
+        metric = self._build_metric(dataset)
+        if not hasattr(dataset, "coco_gt"):
+            # Other datasets give their ground truth sample by sample, without images where they can.
+            read = getattr(dataset, "get_annotations", None) or dataset.__getitem__
+            for index in range(len(dataset)):
+                sample = {k: v for k, v in read(index).items() if k != "image"}
+                metric.process([sample], [_NO_DETECTIONS])
+        metric.add_coco_results(results)
+        return self._record_metrics(split, metric.compute())
+
+    # -- prediction -------------------------------------------------------
+    def detector(self) -> Detector:
+        """The trained model with the recipe's inference pipeline, as apps use it."""
+        if self.model is None:
+            raise RecipeError("no model yet: call fit() or evaluate() first, or use detsdk.load_detector(checkpoint)")
+        transforms = [
+            build_component("transform", step, where=f"pipeline[{i}]")
+            for i, step in enumerate(inference_pipeline_spec(self.config))
+        ]
+        return Detector(self.model, transforms, self.classes, self.device, self.cat_ids)
+
+    def predict(self, images, score_thr: float = 0.0):
+        """Detect on an image array or path, or a list of them (see ``Detector.predict``)."""
+        detector = self.detector()
+        try:
+            return detector.predict(images, score_thr=score_thr)
+        finally:
+            self.model.train()
+
+    def _plot(self, split: str) -> None:
+        plots = self.work_dir / "plots"
+        plot_curves(self.log.read(), plots)
+        count = int(self.config["runtime"]["plot_samples"])
+        if count <= 0 or self.model is None:
+            return
+        dataset = self.dataset(split).dataset
+        images = [dataset[i]["image"] for i in range(min(count, len(dataset)))]
+        if not images:
+            return
+        results = self.predict(images)
+        drawn = [
+            draw_detections(image, r.boxes, r.labels, r.scores, self.classes, r.masks)
+            for image, r in zip(images, results)
+        ]
+        save_grid(drawn, plots / "predictions.png")
+
+
+_NO_DETECTIONS = {
+    "boxes": np.zeros((0, 4), np.float64),
+    "scores": np.zeros(0, np.float32),
+    "labels": np.zeros(0, np.int64),
+}
+
+
+def _read_results(path: Path) -> list[dict]:
+    """A COCO results JSON: a list of detections, each with image_id, category_id, score and bbox or segmentation."""
+    if not path.is_file():
+        raise DataError(f"results file not found: {path}")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(results, list):
+        raise DataError(f"{path}: expected a JSON list of COCO detections, got {type(results).__name__}")
+    for index, entry in enumerate(results):
+        if not isinstance(entry, dict) or not {"image_id", "category_id", "score"} <= entry.keys() or not (
+            "bbox" in entry or "segmentation" in entry
+        ):
+            raise DataError(
+                f"{path}: item {index}: expected image_id, category_id, score and bbox or segmentation"
+            )
+    return results

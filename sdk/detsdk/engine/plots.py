@@ -1,0 +1,85 @@
+"""``plots/``: loss and metric curves, and a grid of sample predictions."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+           (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40), (128, 0, 0)]
+
+
+def plot_curves(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Draw ``loss.png`` (every loss term per iteration) and ``metrics.png`` (each metric per evaluation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    train = [r for r in records if r.get("mode") == "train"]
+    evals = [r for r in records if r.get("mode") == "val"]
+    for name, rows, keys in (
+        ("loss.png", train, lambda r: [k for k in r if k.startswith("loss")]),
+        ("metrics.png", evals, lambda r: [k for k in r if k.endswith("mAP") or k.endswith("mAP_50")]),
+    ):
+        if not rows:
+            continue
+        series = defaultdict(list)
+        for row in rows:
+            for key in keys(row):
+                series[key].append((row["iter"], row[key]))
+        figure, axes = plt.subplots(figsize=(7, 4))
+        for key, points in sorted(series.items()):
+            xs, ys = zip(*points)
+            axes.plot(xs, ys, label=key, marker="o" if name == "metrics.png" else None)
+        axes.set_xlabel("iteration")
+        axes.set_title(name[:-4])
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(out_dir / name, dpi=100)
+        plt.close(figure)
+        written.append(out_dir / name)
+    return written
+
+
+def draw_detections(
+    image: np.ndarray, boxes, labels, scores, class_names: list[str], masks=None, score_thr: float = 0.3
+) -> np.ndarray:
+    """Return an RGB copy of ``image`` with boxes, class names and scores (and masks) drawn."""
+    canvas = np.ascontiguousarray(image.copy())
+    keep = np.asarray(scores) >= score_thr
+    if masks is not None and len(masks):
+        for mask, label in zip(np.asarray(masks)[keep], np.asarray(labels)[keep]):
+            colour = np.array(PALETTE[int(label) % len(PALETTE)], dtype=np.float32)
+            region = mask.astype(bool)
+            canvas[region] = (0.5 * canvas[region] + 0.5 * colour).astype(np.uint8)
+    for box, label, score in zip(np.asarray(boxes)[keep], np.asarray(labels)[keep], np.asarray(scores)[keep]):
+        colour = PALETTE[int(label) % len(PALETTE)]
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
+        name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
+        text = f"{name} {float(score):.2f}"
+        (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        top = max(y1 - height - 4, 0)
+        cv2.rectangle(canvas, (x1, top), (x1 + width + 2, top + height + 4), colour, -1)
+        cv2.putText(canvas, text, (x1 + 1, top + height + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+    return canvas
+
+
+def save_grid(images: list[np.ndarray], path: Path, columns: int = 4) -> Path:
+    """Tile RGB images (resized to the first one's size) into one PNG."""
+    height, width = images[0].shape[:2]
+    tiles = [cv2.resize(im, (width, height)) for im in images]
+    while len(tiles) % columns and len(tiles) > columns:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    return path

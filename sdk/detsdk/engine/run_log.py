@@ -1,0 +1,37 @@
+"""A run's ``log.jsonl`` and ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class RunLog:
+    """Appends one JSON object per logged step or evaluation to ``log.jsonl``."""
+
+    def __init__(self, work_dir: Path):
+        self.path = Path(work_dir) / "log.jsonl"
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one line."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every record so far (an empty list before the first)."""
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_metrics(work_dir: Path, metrics: dict[str, float]) -> Path:
+    """Write ``metrics.json`` atomically, at full float precision (json writes ``repr``)."""
+    path = Path(work_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(".metrics.json.tmp")
+    temp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, path)
+    return path
