@@ -7,7 +7,7 @@ import json
 
 import click
 
-from detsdk.cli.main import debug_option
+from detsdk.cli.options import debug_option
 from detsdk.plugins import KINDS, get_registry
 
 KIND_CHOICES = sorted(KINDS.values()) + sorted(KINDS)
@@ -65,8 +65,14 @@ def list_command(kind):
 def _parameter_listing(component, kind) -> str:
     from detsdk.recipe.schema import INJECTED
 
+    from detsdk.errors import DetSDKError
+
+    try:
+        parameters = component.parameters()
+    except DetSDKError as exc:
+        return f"      (cannot load: {exc})"
     lines = []
-    for p in component.parameters():
+    for p in parameters:
         if p.name in INJECTED.get(kind, ()):
             continue
         default = "required" if p.default is inspect.Parameter.empty else f"= {p.default!r}"

@@ -40,14 +40,6 @@ def cli(ctx, debug):
     ctx.obj["debug"] = debug
 
 
-def _add_commands() -> None:
-    from detsdk.cli import info_commands, run_commands
-
-    for module in (info_commands, run_commands):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
 def _add_plugin_commands() -> None:
     """Let plugins add commands (plugin modules must not import torch at import time)."""
     from detsdk.plugins import get_registry
@@ -57,16 +49,6 @@ def _add_plugin_commands() -> None:
     except DetSDKError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-
-
-def debug_option(function):
-    """``--debug`` on a subcommand, same as ``sdk --debug``."""
-
-    def turn_on(ctx, _param, value):
-        if value:
-            ctx.ensure_object(dict)["debug"] = True
-
-    return click.option("--debug", is_flag=True, expose_value=False, callback=turn_on, help="Show tracebacks.")(function)
 
 
 def _format_warning(message, category, filename, lineno, line=None):
@@ -80,6 +62,12 @@ def _format_warning(message, category, filename, lineno, line=None):
 def main(argv=None) -> None:
     """Entry point of ``sdk`` and ``python -m detsdk``."""
     warnings.formatwarning = _format_warning
-    _add_commands()
     _add_plugin_commands()
     cli.main(args=argv, prog_name="sdk")
+
+
+from detsdk.cli import info_commands, run_commands  # noqa: E402  (commands need ``cli`` defined first)
+
+for _module in (info_commands, run_commands):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)

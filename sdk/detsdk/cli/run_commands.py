@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from detsdk.cli.main import debug_option
+from detsdk.cli.options import debug_option
 
 recipe_argument = click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 

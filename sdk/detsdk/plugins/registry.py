@@ -108,14 +108,18 @@ class Registry:
         from detsdk import __version__
         from detsdk.builtin import plugin as builtin_plugin
 
-        self._add_plugin(BUILTIN_PLUGIN, __version__, lambda: builtin_plugin)
+        self.add_plugin(BUILTIN_PLUGIN, __version__, lambda: builtin_plugin)
         if load_entry_points:
             for entry_point in _selected_entry_points():
                 version = entry_point.dist.version if entry_point.dist else "?"
-                self._add_plugin(entry_point.name, version, entry_point.load)
+                self.add_plugin(entry_point.name, version, entry_point.load)
 
     # -- loading ----------------------------------------------------------
-    def _add_plugin(self, name: str, version: str, load: Callable[[], object]) -> None:
+    def add_plugin(self, name: str, version: str, load: Callable[[], object]) -> PluginInfo:
+        """Register the plugin that ``load()`` returns (a module or object with hook functions).
+
+        Entry points come through here; apps and tests may add a plugin object directly.
+        """
         info = PluginInfo(name=name, version=version)
         self.plugins[name] = info
         try:
@@ -129,11 +133,12 @@ class Registry:
             info.hooks = sorted(
                 hook.name for hook in self.plugin_manager.get_hookcallers(module) or []
             )
-            self._call_register_hooks(name, version, module, info)
+            self._call_register_hooks(name, version, info)
         except Exception as exc:  # isolate any plugin failure; strict mode re-raises
             self._isolate(name, info, exc)
+        return info
 
-    def _call_register_hooks(self, name, version, module, info) -> None:
+    def _call_register_hooks(self, name: str, version: str, info: PluginInfo) -> None:
         added: list[Component] = []
         for plural, kind in KINDS.items():
             hook_caller = getattr(self.plugin_manager.hook, f"detsdk_register_{plural}")

@@ -1,0 +1,148 @@
+"""Plugin discovery: built-ins first, entry points lazily, failures isolated, clashes named."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from detsdk.errors import PluginError
+from detsdk.plugins import Registry, get_registry
+
+
+def fake_distribution(site, name, version, module_source):
+    """A minimal installed distribution (dist-info + module) exposing a ``detsdk`` entry point."""
+    site.mkdir(parents=True, exist_ok=True)
+    (site / f"{name}.py").write_text(textwrap.dedent(module_source))
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[detsdk]\n{name} = {name}\n")
+    return site
+
+
+CLASHING = """
+    from detsdk import hookimpl
+
+    @hookimpl
+    def detsdk_register_backbones(register):
+        register("resnet", "torchvision.models:resnet18", description="a second resnet")
+        register("tiny", "torchvision.models:resnet18")
+
+    @hookimpl
+    def detsdk_register_commands(cli):
+        import click
+
+        @cli.command("hello")
+        def hello():
+            click.echo("hello from a plugin")
+"""
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    fake_distribution(site, "clashing", "1.2", CLASHING)
+    fake_distribution(site, "broken", "0.1", "import nonexistent_module_xyz\n")
+    fake_distribution(site, "typo", "0.3", "from detsdk import hookimpl\n\n@hookimpl\ndef detsdk_register_backbone(register):\n    pass\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("DETSDK_LOAD_PLUGINS")
+    return site
+
+
+def test_builtins_register_every_design_name():
+    registry = get_registry()
+    names = {kind: {c.name for c in registry.components(kind)} for kind in ("backbone", "detector", "transform")}
+    assert "resnet" in names["backbone"] and "faster_rcnn" in names["detector"]
+    assert {"resize", "random_flip", "photometric_distortion", "normalize", "pad"} <= names["transform"]
+    assert {c.name for c in registry.components("scheduler")} == {"step", "cosine", "poly", "constant"}
+
+
+def test_qualified_names_resolve():
+    assert get_registry().get("backbone", "detsdk/resnet").plugin == "detsdk"
+
+
+def test_unknown_qualified_name_suggests():
+    with pytest.raises(PluginError, match="did you mean 'detsdk/resnet'"):
+        get_registry().get("backbone", "detsdk/resnte")
+
+
+def test_entry_point_plugins_load_and_a_broken_one_is_isolated(plugin_site, capsys):
+    registry = Registry()
+    assert registry.plugins["clashing"].version == "1.2"
+    assert "backbone:tiny" in registry.plugins["clashing"].components
+    assert "nonexistent_module_xyz" in registry.plugins["broken"].error
+    warning = capsys.readouterr().err
+    assert "warning: plugin 'broken' failed to load" in warning and len(warning.strip().splitlines()) == 2
+
+
+def test_a_misspelled_hook_is_caught_as_a_plugin_error(plugin_site):
+    assert "detsdk_register_backbone" in Registry().plugins["typo"].error
+
+
+def test_a_clash_is_reported_only_when_the_short_name_is_used(plugin_site):
+    registry = Registry()
+    assert registry.get("backbone", "tiny").plugin == "clashing"
+    assert registry.get("backbone", "clashing/resnet").description == "a second resnet"
+    with pytest.raises(PluginError, match=r"detsdk/resnet \(detsdk 0.1.0\), clashing/resnet \(clashing 1.2\)"):
+        registry.get("backbone", "resnet")
+
+
+def test_load_plugins_env_selects_plugins(plugin_site, monkeypatch):
+    monkeypatch.setenv("DETSDK_LOAD_PLUGINS", "clashing")
+    assert set(Registry().plugins) == {"detsdk", "clashing"}
+    monkeypatch.setenv("DETSDK_LOAD_PLUGINS", "")
+    assert set(Registry().plugins) == {"detsdk"}
+
+
+def test_strict_mode_turns_a_broken_plugin_into_an_error(plugin_site, monkeypatch):
+    monkeypatch.setenv("DETSDK_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="plugin 'broken' failed to load"):
+        Registry()
+
+
+def test_cli_keeps_working_beside_a_broken_plugin_and_adds_plugin_commands(plugin_site, run_sdk):
+    env = {"PYTHONPATH": str(plugin_site), "DETSDK_LOAD_PLUGINS": "clashing,broken"}
+    code, out, err = run_sdk("hello", env=env)
+    assert (code, out.strip()) == (0, "hello from a plugin")
+    assert "plugin 'broken' failed to load" in err
+    code, out, _ = run_sdk("plugins", "--json", env=env)
+    listed = {p["name"]: p for p in json.loads(out)}
+    assert code == 0 and listed["broken"]["errors"] and not listed["detsdk"]["errors"]
+    assert {"name", "version", "hooks", "components", "errors"} <= listed["clashing"].keys()
+    assert "detsdk_register_commands" in listed["clashing"]["hooks"]
+
+
+def test_a_recipe_naming_a_clashing_component_exits_2_naming_both(plugin_site, run_sdk, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\ntype = "faster_rcnn"\nbackbone = { type = "resnet" }\n')
+    code, out, err = run_sdk("recipe", "show", recipe, env={"PYTHONPATH": str(plugin_site), "DETSDK_LOAD_PLUGINS": "clashing"})
+    assert code == 2 and "Traceback" not in err
+    assert "detsdk/resnet" in err and "clashing/resnet" in err
+
+
+def test_listing_plugins_and_help_import_no_torch(run_sdk):
+    probe = (
+        "import sys, detsdk, detsdk.cli\n"
+        "from detsdk.plugins import get_registry\n"
+        "get_registry()\n"
+        "for args in (['--help'], ['plugins'], ['plugins', '--json']):\n"
+        "    try:\n"
+        "        detsdk.cli.main(args)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules)\n"
+    )
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_sdk_list_shows_parameters_and_defaults(run_sdk):
+    code, out, _ = run_sdk("list", "backbone")
+    assert code == 0
+    assert "resnet" in out and "depth = 50" in out
