@@ -1,0 +1,1 @@
+"""A template det-sdk plugin (see CONTRIBUTING.md, "Writing a plugin")."""

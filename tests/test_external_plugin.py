@@ -1,0 +1,38 @@
+"""A plugin package built and pip-installed from outside the core, used end to end through ``sdk run``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_installed_plugin_components_train_and_evaluate_through_sdk_run(tmp_path, run_sdk):
+    source = tmp_path / "det-plugin-toy"
+    shutil.copytree(REPO / "examples" / "plugin_template", source)
+    site = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(source)],
+        capture_output=True, text=True,
+    )
+    assert install.returncode == 0, install.stderr
+    env = {"PYTHONPATH": str(site), "DETSDK_LOAD_PLUGINS": "toy", "DETSDK_STRICT_PLUGINS": "1"}
+
+    code, out, err = run_sdk("plugins", "--json", env=env)
+    toy = next(p for p in json.loads(out) if p["name"] == "toy")
+    assert toy["version"] == "0.1.0" and not toy["errors"]
+    assert set(toy["components"]) == {
+        "backbone:toy_convnet", "dataset:toy_blocks", "transform:toy_noise", "scheduler:toy_linear"
+    }
+
+    work_dir = tmp_path / "run"
+    code, out, err = run_sdk("run", source / "recipe.toml", "--work-dir", work_dir, env=env)
+    assert code == 0, err
+    metrics = json.loads((work_dir / "metrics.json").read_text())
+    assert {"bbox_mAP", "bbox_mAP_50", "bbox_mAP_75"} <= metrics.keys()
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())
+    assert (work_dir / "last.pt").exists() and (work_dir / "best.pt").exists()
