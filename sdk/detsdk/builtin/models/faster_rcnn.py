@@ -1,0 +1,123 @@
+"""Faster R-CNN: backbone, optional neck, RPN and RoI box head, composed like torchvision's GeneralizedRCNN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+
+from detsdk.errors import DataError, RecipeError
+from detsdk.plugins.build import build_component
+
+
+class FasterRCNN(nn.Module):
+    """A two-stage detector from parts: ``backbone``, ``neck`` (or ``None``), ``rpn``, ``roi_heads``.
+
+    Images arrive already resized, normalized and padded (det-sdk's pipeline does that),
+    so there is no GeneralizedRCNNTransform. Labels are 0-based outside this module
+    (``num_classes`` foreground classes, MMDetection's convention); the heads use
+    torchvision's convention (``0`` is background) and the shift happens here.
+
+    Without a neck, only the backbone's last (coarsest) map is used, so ``rpn_head``
+    needs a single level of ``anchor_sizes`` (for example ``[[32, 64, 128, 256, 512]]``).
+
+    Crowd boxes (``iscrowd`` true) are never trained on: they are taken out of the
+    targets and passed to the heads as ``crowd_boxes``, which ignore (neither positive
+    nor negative) background anchors and proposals lying mostly inside them. Boxes
+    with no area are dropped.
+    """
+
+    def __init__(self, backbone: nn.Module, neck: nn.Module | None, rpn: nn.Module, roi_heads: nn.Module, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.num_classes = num_classes
+
+    def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Backbone (and neck) features, fine to coarse."""
+        features = self.backbone(images)
+        if self.neck is not None:
+            return self.neck(features)
+        name, feature = list(features.items())[-1]
+        return {name: feature}
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        targets: list[dict[str, torch.Tensor]] | None = None,
+        image_sizes: list[tuple[int, int]] | None = None,
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
+        """Losses in training, detections in eval.
+
+        Args:
+            images: float ``[B, 3, H, W]``, normalized and padded.
+            targets: training only; per image ``boxes`` (float ``N x 4``, x1 y1 x2 y2 pixels),
+                ``labels`` (int64 ``N``, 0-based) and optionally ``iscrowd`` (bool ``N``).
+            image_sizes: each image's ``(h, w)`` before padding; default: ``(H, W)``.
+
+        Returns:
+            training: ``{"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"}`` scalars;
+            eval: per image ``{"boxes": K x 4, "scores": K, "labels": int64 K (0-based)}``,
+            boxes clipped to the image size.
+        """
+        if image_sizes is None:
+            image_sizes = [tuple(images.shape[-2:])] * images.shape[0]
+        image_sizes = [(int(h), int(w)) for h, w in image_sizes]
+        if len(image_sizes) != images.shape[0]:
+            raise ValueError(f"got {len(image_sizes)} image_sizes for {images.shape[0]} images")
+        head_targets = None
+        if self.training:
+            if targets is None or len(targets) != images.shape[0]:
+                raise ValueError("FasterRCNN needs one target dict per image in training mode")
+            head_targets = [self._head_target(t) for t in targets]
+        features = self.extract_features(images)
+        proposals, rpn_losses = self.rpn(ImageList(images, image_sizes), features, head_targets)
+        detections, roi_losses = self.roi_heads(features, proposals, image_sizes, head_targets)
+        if self.training:
+            return {**rpn_losses, **roi_losses}
+        for detection in detections:
+            detection["labels"] = detection["labels"] - 1
+        return detections
+
+    def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Split crowd boxes off, drop boxes without area and shift labels to background-0."""
+        boxes = target["boxes"].float().reshape(-1, 4)
+        labels = target["labels"].to(torch.int64).reshape(-1)
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise DataError(
+                f"target labels must be 0-based and below num_classes={self.num_classes}; got "
+                f"{labels.min().item()}..{labels.max().item()}"
+            )
+        crowd = target.get("iscrowd")
+        crowd = torch.zeros_like(labels, dtype=torch.bool) if crowd is None else crowd.to(torch.bool).reshape(-1)
+        has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep = has_area & ~crowd
+        return {"boxes": boxes[keep], "labels": labels[keep] + 1, "crowd_boxes": boxes[has_area & crowd]}
+
+
+def build_faster_rcnn(
+    backbone: nn.Module,
+    neck: nn.Module | None,
+    num_classes: int,
+    rpn_head: dict[str, Any] = {"type": "rpn_head"},  # noqa: B006 (never mutated)
+    box_head: dict[str, Any] = {"type": "shared2fc_box_head"},  # noqa: B006
+) -> FasterRCNN:
+    """Faster R-CNN from a built backbone and neck and two head tables.
+
+    Each head is built with ``in_channels`` (the neck's ``out_channels``, or the backbone's
+    last ``out_channels`` without a neck) and ``num_classes`` (foreground classes).
+
+    >>> model = build_faster_rcnn(ResNet(depth=18), FPN([64, 128, 256, 512]), num_classes=3)  # doctest: +SKIP
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise RecipeError(f"detector faster_rcnn: num_classes must be a positive integer, got {num_classes!r}")
+    in_channels = neck.out_channels if neck is not None else backbone.out_channels[-1]
+    rpn = build_component("head", rpn_head, where="model.rpn_head", in_channels=in_channels, num_classes=num_classes)
+    roi_heads = build_component(
+        "head", box_head, where="model.box_head", in_channels=in_channels, num_classes=num_classes
+    )
+    return FasterRCNN(backbone, neck, rpn, roi_heads, num_classes)
