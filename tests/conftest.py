@@ -52,3 +52,38 @@ def run_sdk(tmp_path):
         return completed.returncode, completed.stdout, completed.stderr
 
     return run
+
+
+def tiny_recipe(work_dir, **tables) -> dict:
+    """A recipe small enough to train a few iterations on the CPU in seconds."""
+    pipeline = [{"type": "normalize"}, {"type": "pad", "size_divisor": 32}]
+    recipe = {
+        "model": {
+            "type": "faster_rcnn",
+            "backbone": {"type": "resnet", "depth": 18, "frozen_stages": -1, "norm": "bn"},
+            "neck": {"type": "fpn", "out_channels": 32},
+            "rpn_head": {"type": "rpn_head", "anchor_sizes": [[16], [32], [64], [128], [256]],
+                         "post_nms_top_n_train": 200, "post_nms_top_n_test": 100},
+            "box_head": {"type": "shared2fc_box_head", "fc_channels": 64, "batch_size_per_image": 64},
+        },
+        "data": {
+            "batch_size": 4,
+            "num_workers": 0,
+            "train": {"type": "shapes", "split": "train", "num_images": 8, "image_size": 64,
+                      "pipeline": [{"type": "random_flip", "p": 0.5}, *pipeline]},
+            "val": {"type": "shapes", "split": "val", "num_images": 4, "image_size": 64, "pipeline": pipeline},
+        },
+        "train": {"iters": 4, "optimizer": {"type": "sgd", "lr": 0.01}, "log_interval": 1},
+        "runtime": {"work_dir": str(work_dir), "plot_samples": 2},
+    }
+    for table, values in tables.items():
+        recipe.setdefault(table, {}).update(values)
+    return recipe
+
+
+def write_recipe(path, recipe: dict):
+    """Write a recipe dict as TOML."""
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(recipe))
+    return path

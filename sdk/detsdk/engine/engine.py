@@ -138,10 +138,11 @@ class Engine:
             source = self.config["runtime"]["load_from"]
             load_matching_weights(model, model_state_of(load_checkpoint(source)), source)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            self.log.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
         (self.work_dir / "recipe.toml").write_text(dump_recipe(self.config), encoding="utf-8")
 
         def interval(key: str) -> int:
-            # 0 means: every epoch when training by epochs, only at the end when training by iterations.
             value = int(train_config[key])
             return value if value > 0 else (total_iters if iteration_based else 1)
 
@@ -174,35 +175,29 @@ class Engine:
                         )
                         window.clear()
                         window_iters, started = 0, time.perf_counter()
-                    if iteration_based and self._at(checkpoint_every, total_iters):
+                    finished = self.iteration >= total_iters
+                    epoch_ended = self.iteration % iters_per_epoch == 0 or finished
+                    if epoch_ended:
+                        self.epoch = math.ceil(self.iteration / iters_per_epoch)
+                        self.registry.call_hook("detsdk_after_epoch", engine=self, epoch=self.epoch)
+                    # Intervals count iterations when training by iterations, else epochs.
+                    count, due_now = (self.iteration, True) if iteration_based else (self.epoch, epoch_ended)
+                    if due_now and (count % checkpoint_every == 0 or finished):
                         self.save("last.pt")
-                    if iteration_based and self._at(eval_every, total_iters) and eval_split:
+                    if eval_split and due_now and (count % eval_every == 0 or finished):
                         self._evaluate_during_training(eval_split)
                         evaluated_at = self.iteration
-                    if self.iteration >= total_iters:
+                    if finished:
                         break
-                if self.iteration % iters_per_epoch == 0 or self.iteration >= total_iters:
-                    self.epoch = math.ceil(self.iteration / iters_per_epoch)
-                    self.registry.call_hook("detsdk_after_epoch", engine=self, epoch=self.epoch)
-                    if not iteration_based:
-                        if self.epoch % checkpoint_every == 0 or self.iteration >= total_iters:
-                            self.save("last.pt")
-                        if eval_split and (self.epoch % eval_every == 0 or self.iteration >= total_iters):
-                            self._evaluate_during_training(eval_split)
-                            evaluated_at = self.iteration
         finally:
             progress.close()
-        self.save("last.pt")
-        if eval_split and evaluated_at != self.iteration:
+        if eval_split and evaluated_at != self.iteration:  # a resumed run that had already finished
             self._evaluate_during_training(eval_split)
-        if not (self.work_dir / "best.pt").exists():
-            self.save("best.pt")
+        if not eval_split:
+            self.save("best.pt")  # nothing to rank checkpoints by: the last one is the best we know
         self._plot(eval_split or "train")
         self.registry.call_hook("detsdk_on_train_end", engine=self)
         return self.metrics
-
-    def _at(self, every: int, total: int) -> bool:
-        return self.iteration % every == 0 or self.iteration >= total
 
     def _train_step(self, images: torch.Tensor, targets: list[dict], grad_clip: float) -> dict[str, float]:
         images = images.to(self.device, non_blocking=True)
@@ -222,7 +217,7 @@ class Engine:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": float(total), **{name: float(value) for name, value in losses.items()}}
+        return {"loss": float(total.detach()), **{name: float(value.detach()) for name, value in losses.items()}}
 
     def _check_same_classes(self, split: str) -> None:
         other = list(self.dataset(split, keep_annotations=True).dataset.classes)
@@ -332,12 +327,6 @@ class Engine:
         dataset = build.build_dataset(self.config["data"][split], f"data.{split}")
         results = _read_results(Path(results_file))
         metric = self._build_metric(dataset)
-        if not hasattr(dataset, "coco_gt"):
-            # Other datasets give their ground truth sample by sample, without images where they can.
-            read = getattr(dataset, "get_annotations", None) or dataset.__getitem__
-            for index in range(len(dataset)):
-                sample = {k: v for k, v in read(index).items() if k != "image"}
-                metric.process([sample], [_NO_DETECTIONS])
         metric.add_coco_results(results)
         return self._record_metrics(split, metric.compute())
 
@@ -376,13 +365,6 @@ class Engine:
             for image, r in zip(images, results)
         ]
         save_grid(drawn, plots / "predictions.png")
-
-
-_NO_DETECTIONS = {
-    "boxes": np.zeros((0, 4), np.float64),
-    "scores": np.zeros(0, np.float32),
-    "labels": np.zeros(0, np.int64),
-}
 
 
 def _read_results(path: Path) -> list[dict]:

@@ -21,8 +21,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "iters": 0,  # > 0: iteration-based training; intervals below count iterations
         "optimizer": {"type": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4},
         "scheduler": {"type": "constant"},
-        "eval_interval": 1,
-        "checkpoint_interval": 1,
+        # 0: every epoch when training by epochs; only at the end when training by iterations.
+        "eval_interval": 0,
+        "checkpoint_interval": 0,
         "log_interval": 20,
         "grad_clip": 0.0,  # max gradient norm; 0 turns clipping off
     },
