@@ -94,6 +94,8 @@ class Engine:
 
     def _ensure_model(self, classes: list[str], classes_source: str, dataset=None) -> torch.nn.Module:
         if self.model is None:
+            if "type" not in self.config["model"]:
+                raise RecipeError(f"{self.recipe.source_of('model')}: the recipe has no [model] table with a 'type'")
             num_classes = build.resolve_num_classes(self.recipe, classes, classes_source)
             self.model = build.build_model(self.config["model"], num_classes).to(self.device)
             self.classes = list(classes)
@@ -205,9 +207,9 @@ class Engine:
         losses = self.model(images, targets)
         total = sum(losses.values())
         if not torch.isfinite(total):
-            bad = [f"{name} = {float(value)}" for name, value in losses.items() if not torch.isfinite(value)]
+            bad = [f"{name} = {float(value.detach())}" for name, value in losses.items() if not torch.isfinite(value)]
             raise TrainingError(
-                f"loss is {float(total)} at iteration {self.iteration + 1} (epoch "
+                f"loss is {float(total.detach())} at iteration {self.iteration + 1} (epoch "
                 f"{self.iteration // self.iters_per_epoch + 1}): {', '.join(bad) or 'sum overflowed'}; "
                 "lower the learning rate or add warmup (train.scheduler.warmup_iters)"
             )

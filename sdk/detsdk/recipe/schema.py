@@ -94,7 +94,8 @@ def validate_recipe(recipe: Recipe, registry=None) -> None:
             if key not in allowed:
                 raise RecipeError(f"{recipe.source_of(key_path)}: unknown key '{key_path}'{suggest(key, allowed)}")
             _check_value_type(recipe, key_path, value, DEFAULTS[table].get(key))
-    _validate_component(recipe, registry, "detector", data.get("model"), "model")
+    if "model" in data:  # `sdk eval --results` needs no model
+        _validate_component(recipe, registry, "detector", data["model"], "model")
     for split in DATA_SPLITS:
         spec = data.get("data", {}).get(split)
         if spec is not None:
