@@ -1,0 +1,1 @@
+"""Built-in datasets: COCO annotation files (``coco``) and synthetic shapes (``shapes``)."""

@@ -1,0 +1,1 @@
+"""Built-in transforms over samples: geometric (resize, flip, pad) and photometric (distortion, normalize)."""
