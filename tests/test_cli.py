@@ -174,3 +174,33 @@ def test_predict_draws_images_and_writes_coco_results(tmp_path, recipe_file):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert all({"image_id", "category_id", "bbox", "score"} <= r.keys() for r in results)
     assert cv2.imread(str(tmp_path / "out" / "img0.png")).shape == (48, 64, 3)
+
+
+def test_an_undecodable_training_image_read_by_a_worker_is_named_on_one_line(tmp_path):
+    import cv2
+    import numpy as np
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "good.png"), np.zeros((32, 32, 3), np.uint8))
+    (images / "bad.png").write_bytes(b"garbage")
+    annotations = {
+        "images": [{"id": 1, "file_name": "good.png", "height": 32, "width": 32},
+                   {"id": 2, "file_name": "bad.png", "height": 32, "width": 32}],
+        "annotations": [{"id": 1, "image_id": i, "category_id": 1, "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0}
+                        for i in (1, 2)],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(annotations))
+    recipe = tiny_recipe(tmp_path / "run", data={"num_workers": 1, "batch_size": 2})
+    recipe["data"]["train"] = {"type": "coco", "ann_file": str(tmp_path / "ann.json"), "images": str(images)}
+    recipe["data"].pop("val")
+    assert_user_error(*sdk("run", write_recipe(tmp_path / "r.toml", recipe)), "bad.png")
+
+
+def test_eval_with_a_checkpoint_writes_metrics(tmp_path, recipe_file):
+    assert sdk("run", recipe_file, "--set", "train.iters=1", "--set", "runtime.plot_samples=0")[0] == 0
+    (tmp_path / "run" / "metrics.json").unlink()
+    code, output = sdk("eval", recipe_file, "--checkpoint", tmp_path / "run" / "last.pt")
+    assert code == 0, output
+    assert "bbox_mAP" in json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -26,8 +26,17 @@ class SDKGroup(click.Group):
         except DetSDKError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             ctx.exit(2)
+
+
+def one_line(exc: DetSDKError) -> str:
+    """The error's own message, also when a DataLoader worker wrapped it with the worker's traceback."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.startswith(("detsdk.", type(exc).__name__)) else last
+    return text.replace("\n", " ")
 
 
 @click.group(cls=SDKGroup, context_settings={"help_option_names": ["-h", "--help"]})
