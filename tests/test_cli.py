@@ -195,7 +195,7 @@ def test_an_undecodable_training_image_read_by_a_worker_is_named_on_one_line(tmp
     recipe = tiny_recipe(tmp_path / "run", data={"num_workers": 1, "batch_size": 2})
     recipe["data"]["train"] = {"type": "coco", "ann_file": str(tmp_path / "ann.json"), "images": str(images)}
     recipe["data"].pop("val")
-    assert_user_error(*sdk("run", write_recipe(tmp_path / "r.toml", recipe)), "bad.png")
+    assert_user_error(*sdk("run", write_recipe(tmp_path / "r.toml", recipe)), "bad.png", "cannot decode")
 
 
 def test_eval_with_a_checkpoint_writes_metrics(tmp_path, recipe_file):
