@@ -75,9 +75,20 @@ def _parameter_listing(component, kind) -> str:
     for p in parameters:
         if p.name in INJECTED.get(kind, ()):
             continue
-        default = "required" if p.default is inspect.Parameter.empty else f"= {p.default!r}"
+        default = "(required)" if p.default is inspect.Parameter.empty else f"= {toml_value(p.default)}"
         lines.append(f"      {p.name} {default}")
     return "\n".join(lines) if lines else "      (no parameters)"
+
+
+def toml_value(value) -> str:
+    """A default as a recipe would write it (``true``, ``"sgd"``, ``[1, 2]``, ``{ type = "x" }``)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if value is None:
+        return '""  (none)'
+    return json.dumps(value)
 
 
 def _recipe_listing(component) -> str:

@@ -206,10 +206,12 @@ class Engine:
         targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
         losses = self.model(images, targets)
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            bad = [f"{name} = {float(value.detach())}" for name, value in losses.items() if not torch.isfinite(value)]
+        # One device sync per iteration reads every term at once.
+        values = dict(zip(["loss", *losses], torch.stack([total, *losses.values()]).detach().tolist()))
+        if not math.isfinite(values["loss"]):
+            bad = [f"{name} = {value}" for name, value in values.items() if name != "loss" and not math.isfinite(value)]
             raise TrainingError(
-                f"loss is {float(total.detach())} at iteration {self.iteration + 1} (epoch "
+                f"loss is {values['loss']} at iteration {self.iteration + 1} (epoch "
                 f"{self.iteration // self.iters_per_epoch + 1}): {', '.join(bad) or 'sum overflowed'}; "
                 "lower the learning rate or add warmup (train.scheduler.warmup_iters)"
             )
@@ -219,7 +221,7 @@ class Engine:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return {"loss": float(total.detach()), **{name: float(value.detach()) for name, value in losses.items()}}
+        return values
 
     def _check_same_classes(self, split: str) -> None:
         other = list(self.dataset(split, keep_annotations=True).dataset.classes)
