@@ -84,7 +84,7 @@ def predict_command(checkpoint, images, out_dir, score_thr, device):
         image = read_image(path)
         detections = detector.predict(image)
         drawn = draw_detections(image, detections.boxes, detections.labels, detections.scores,
-                                detector.classes, detections.masks, score_thr=score_thr)
+                                detector.classes, detections.masks, score_thr=score_thr, min_side=0)
         cv2.imwrite(str(out_dir / f"{path.stem}.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         results.extend(detections.to_coco(image_id, detector.cat_ids))
         image_entries.append({"id": image_id, "file_name": str(path), "height": image.shape[0], "width": image.shape[1]})

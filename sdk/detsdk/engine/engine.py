@@ -144,43 +144,45 @@ class Engine:
             self.log.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
         (self.work_dir / "recipe.toml").write_text(dump_recipe(self.config), encoding="utf-8")
 
+        self.registry.call_hook("detsdk_on_train_start", engine=self)
+        evaluated_at = self._train_loop(loader, batch_size, eval_split)
+        if eval_split and evaluated_at != self.iteration:  # a resumed run that had already finished
+            self._evaluate_during_training(eval_split)
+        if not eval_split:
+            self.save("best.pt")  # nothing to rank checkpoints by: the last one is the best we know
+        self._plot(eval_split or "train")
+        self.registry.call_hook("detsdk_on_train_end", engine=self)
+        return self.metrics
+
+    def _train_loop(self, loader, batch_size: int, eval_split: str | None) -> int:
+        """Iterate until ``total_iters``; returns the iteration of the last evaluation (-1: none)."""
+        train_config = self.config["train"]
+        iteration_based = int(train_config["iters"]) > 0
+
         def interval(key: str) -> int:
             value = int(train_config[key])
-            return value if value > 0 else (total_iters if iteration_based else 1)
+            return value if value > 0 else (self.total_iters if iteration_based else 1)
 
         eval_every, checkpoint_every = interval("eval_interval"), interval("checkpoint_interval")
-        log_every = max(1, int(train_config["log_interval"]))
-        self.registry.call_hook("detsdk_on_train_start", engine=self)
-        model.train()
-        window: dict[str, list[float]] = defaultdict(list)
-        progress = tqdm(total=total_iters, initial=self.iteration, desc="train", dynamic_ncols=True, leave=True)
-        evaluated_at, window_iters, started = -1, 0, time.perf_counter()
-        try:
-            while self.iteration < total_iters:
-                epoch_index, offset = divmod(self.iteration, iters_per_epoch)
+        step_log = _StepLog(self.log, max(1, int(train_config["log_interval"])))
+        evaluated_at = -1
+        self.model.train()
+        with tqdm(total=self.total_iters, initial=self.iteration, desc="train", dynamic_ncols=True) as progress:
+            while self.iteration < self.total_iters:
+                epoch_index, offset = divmod(self.iteration, self.iters_per_epoch)
                 loader.sampler.set_epoch(epoch_index, offset * batch_size)
                 for images, targets, _ in loader:
                     losses = self._train_step(images, targets, float(train_config["grad_clip"]))
                     self.iteration += 1
-                    window_iters += 1
-                    for name, value in losses.items():
-                        window[name].append(value)
-                    lr = optimizer.param_groups[0]["lr"]
+                    lr = self.optimizer.param_groups[0]["lr"]
                     progress.update(1)
                     progress.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
                     self.registry.call_hook("detsdk_after_train_iter", engine=self, iteration=self.iteration, losses=losses)
-                    if self.iteration % log_every == 0 or self.iteration == total_iters:
-                        seconds_per_iter = (time.perf_counter() - started) / window_iters
-                        self.log.write(
-                            {"mode": "train", "epoch": epoch_index + 1, "iter": self.iteration, "lr": lr,
-                             **{k: float(np.mean(v)) for k, v in window.items()}, "time": seconds_per_iter}
-                        )
-                        window.clear()
-                        window_iters, started = 0, time.perf_counter()
-                    finished = self.iteration >= total_iters
-                    epoch_ended = self.iteration % iters_per_epoch == 0 or finished
+                    finished = self.iteration >= self.total_iters
+                    step_log.add(losses, epoch_index + 1, self.iteration, lr, force=finished)
+                    epoch_ended = self.iteration % self.iters_per_epoch == 0 or finished
                     if epoch_ended:
-                        self.epoch = math.ceil(self.iteration / iters_per_epoch)
+                        self.epoch = math.ceil(self.iteration / self.iters_per_epoch)
                         self.registry.call_hook("detsdk_after_epoch", engine=self, epoch=self.epoch)
                     # Intervals count iterations when training by iterations, else epochs.
                     count, due_now = (self.iteration, True) if iteration_based else (self.epoch, epoch_ended)
@@ -191,15 +193,7 @@ class Engine:
                         evaluated_at = self.iteration
                     if finished:
                         break
-        finally:
-            progress.close()
-        if eval_split and evaluated_at != self.iteration:  # a resumed run that had already finished
-            self._evaluate_during_training(eval_split)
-        if not eval_split:
-            self.save("best.pt")  # nothing to rank checkpoints by: the last one is the best we know
-        self._plot(eval_split or "train")
-        self.registry.call_hook("detsdk_on_train_end", engine=self)
-        return self.metrics
+        return evaluated_at
 
     def _train_step(self, images: torch.Tensor, targets: list[dict], grad_clip: float) -> dict[str, float]:
         images = images.to(self.device, non_blocking=True)
@@ -369,6 +363,30 @@ class Engine:
             for image, r in zip(images, results)
         ]
         save_grid(drawn, plots / "predictions.png")
+
+
+class _StepLog:
+    """Averages the losses of every ``every`` iterations into one ``log.jsonl`` record."""
+
+    def __init__(self, run_log: RunLog, every: int):
+        self.run_log, self.every = run_log, every
+        self.window: dict[str, list[float]] = defaultdict(list)
+        self.started = time.perf_counter()
+
+    def add(self, losses: dict[str, float], epoch: int, iteration: int, lr: float, force: bool = False) -> None:
+        """Record one iteration; write the window's means every ``every`` iterations (or when forced)."""
+        for name, value in losses.items():
+            self.window[name].append(value)
+        if iteration % self.every and not force:
+            return
+        count = len(self.window["loss"])
+        self.run_log.write(
+            {"mode": "train", "epoch": epoch, "iter": iteration, "lr": lr,
+             **{k: float(np.mean(v)) for k, v in self.window.items()},
+             "time": (time.perf_counter() - self.started) / count}
+        )
+        self.window.clear()
+        self.started = time.perf_counter()
 
 
 def _read_results(path: Path) -> list[dict]:

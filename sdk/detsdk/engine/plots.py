@@ -50,17 +50,27 @@ def plot_curves(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def draw_detections(
-    image: np.ndarray, boxes, labels, scores, class_names: list[str], masks=None, score_thr: float = 0.3
+    image: np.ndarray, boxes, labels, scores, class_names: list[str], masks=None, score_thr: float = 0.3,
+    min_side: int = 384,
 ) -> np.ndarray:
-    """Return an RGB copy of ``image`` with boxes, class names and scores (and masks) drawn."""
-    canvas = np.ascontiguousarray(image.copy())
+    """Return an RGB copy of ``image`` with boxes, class names and scores (and masks) drawn.
+
+    Images smaller than ``min_side`` are enlarged first, so labels do not hide small objects.
+    """
     keep = np.asarray(scores) >= score_thr
+    zoom = max(1, min_side // max(1, min(image.shape[:2])))
+    canvas = np.ascontiguousarray(image.copy())
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * zoom
+    if zoom > 1:
+        canvas = cv2.resize(canvas, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
+        if masks is not None and len(masks):
+            masks = np.asarray(masks).repeat(zoom, axis=1).repeat(zoom, axis=2)
     if masks is not None and len(masks):
         for mask, label in zip(np.asarray(masks)[keep], np.asarray(labels)[keep]):
             colour = np.array(PALETTE[int(label) % len(PALETTE)], dtype=np.float32)
             region = mask.astype(bool)
             canvas[region] = (0.5 * canvas[region] + 0.5 * colour).astype(np.uint8)
-    for box, label, score in zip(np.asarray(boxes)[keep], np.asarray(labels)[keep], np.asarray(scores)[keep]):
+    for box, label, score in zip(boxes[keep], np.asarray(labels)[keep], np.asarray(scores)[keep]):
         colour = PALETTE[int(label) % len(PALETTE)]
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
