@@ -9,13 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from pycocotools import mask as mask_utils
 
 from detsdk.builtin.data.coco import CocoDataset
 from detsdk.errors import DataError, DetSDKWarning
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-val2014-100" / "instances_val2014_100.json"
-needs_real = pytest.mark.skipif(not REAL.is_file(), reason="shared COCO val2014 slice not present")
+REAL = SHARED_DATA / "coco-val2014-100" / "instances_val2014_100.json"  # ../shared/data, beside the checkout
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +49,18 @@ def write_tiny(folder: Path, annotations: list | None = None, images: list | Non
 # -- real COCO annotations ----------------------------------------------------------
 
 
-@needs_real
 def test_real_coco_slice_has_100_images_and_80_classes(real):
     assert len(real) == 100
     assert len(real.classes) == 80 and real.classes[0] == "person"
     assert real.cat_ids == sorted(real.cat_ids) and len(real.cat_ids) == 80
 
 
-@needs_real
 def test_real_coco_keeps_all_839_instances_with_9_crowd(real):
     samples = [real.get_annotations(i) for i in range(len(real))]
     assert sum(len(s["boxes"]) for s in samples) == 839
     assert sum(int(s["iscrowd"].sum()) for s in samples) == 9
 
 
-@needs_real
 def test_real_coco_masks_decode_for_every_annotation_including_crowd_rle(real):
     for i in range(len(real)):
         sample = real.get_annotations(i)
@@ -72,7 +69,6 @@ def test_real_coco_masks_decode_for_every_annotation_including_crowd_rle(real):
         assert masks.reshape(len(masks), -1).any(axis=1).all()
 
 
-@needs_real
 def test_get_annotations_never_reads_images(real):
     sample = real.get_annotations(0)
     first = real.coco_gt["images"][0]
@@ -81,12 +77,10 @@ def test_get_annotations_never_reads_images(real):
     assert sample["meta"]["ori_shape"] == (first["height"], first["width"])
 
 
-@needs_real
 def test_coco_gt_is_the_loaded_json(real):
     assert real.coco_gt == json.loads(REAL.read_text())
 
 
-@needs_real
 def test_boxes_are_converted_from_xywh_to_corners(real):
     first = next(a for a in real.coco_gt["annotations"] if a["image_id"] == real.image_ids[0])
     x, y, w, h = first["bbox"]
