@@ -11,8 +11,12 @@ _B = "detsdk.builtin"
 
 @hookimpl
 def detsdk_register_backbones(register):
-    """ResNet from torchvision."""
+    """Backbones built from torchvision models."""
     register("resnet", f"{_B}.models.resnet:ResNet", description="torchvision ResNet 18/34/50/101")
+    register("resnext", f"{_B}.models.resnet:ResNeXt", description="torchvision ResNeXt 50/101")
+    register("mobilenet_v3", f"{_B}.models.mobilenet:MobileNetV3", description="torchvision MobileNetV3 large/small")
+    register("convnext", f"{_B}.models.convnext:ConvNeXt", description="torchvision ConvNeXt tiny/small/base/large")
+    register("swin", f"{_B}.models.swin:SwinTransformer", description="torchvision Swin Transformer t/s/b (v1, v2)")
 
 
 @hookimpl
@@ -23,19 +27,30 @@ def detsdk_register_necks(register):
 
 @hookimpl
 def detsdk_register_heads(register):
-    """Heads of the two-stage detector."""
+    """RPN, RoI box and mask heads, dense one-stage heads."""
     register("rpn_head", f"{_B}.models.rpn:RPNHead", description="Region proposal network with anchors")
     register(
         "shared2fc_box_head",
         f"{_B}.models.box_head:Shared2FCBoxHead",
         description="RoI box head: two shared FC layers, class and box predictors",
     )
+    register(
+        "convfc_box_head",
+        f"{_B}.models.box_head:ConvFCBoxHead",
+        description="RoI box head: convolutions with norm, then FC layers (torchvision v2 / MMDetection 4conv1fc)",
+    )
+    register("fcn_mask_head", f"{_B}.models.mask_head:FCNMaskHead", description="Mask R-CNN FCN mask head")
+    register("retina_head", f"{_B}.models.retina_head:RetinaHead", description="RetinaNet dense head (focal loss)")
+    register("fcos_head", f"{_B}.models.fcos_head:FCOSHead", description="FCOS dense head (centerness, GIoU)")
 
 
 @hookimpl
 def detsdk_register_detectors(register):
-    """Two-stage detectors."""
+    """Two-stage and one-stage detectors."""
     register("faster_rcnn", f"{_B}.models.faster_rcnn:build_faster_rcnn", description="Faster R-CNN")
+    register("mask_rcnn", f"{_B}.models.mask_rcnn:build_mask_rcnn", description="Mask R-CNN")
+    register("retinanet", f"{_B}.models.retinanet:build_retinanet", description="RetinaNet (one stage)")
+    register("fcos", f"{_B}.models.fcos:build_fcos", description="FCOS (one stage, anchor free)")
 
 
 @hookimpl
