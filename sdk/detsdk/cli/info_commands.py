@@ -62,8 +62,15 @@ def list_command(kind):
         click.echo("")
 
 
+_DETECTOR_KEYS = {
+    "backbone": "(required: a backbone table)",
+    "neck": "(a neck table; optional)",
+    "num_classes": '= "auto"  (the training dataset\'s class count)',
+}
+
+
 def _parameter_listing(component, kind) -> str:
-    from detsdk.recipe.schema import INJECTED
+    from detsdk.recipe.schema import ENGINE_BUILT, INJECTED
 
     from detsdk.errors import DetSDKError
 
@@ -75,7 +82,12 @@ def _parameter_listing(component, kind) -> str:
     for p in parameters:
         if p.name in INJECTED.get(kind, ()):
             continue
-        default = "(required)" if p.default is inspect.Parameter.empty else f"= {toml_value(p.default)}"
+        if kind == "detector" and p.name in ENGINE_BUILT:
+            default = _DETECTOR_KEYS[p.name]
+        elif p.default is inspect.Parameter.empty:
+            default = "(required)"
+        else:
+            default = f"= {toml_value(p.default)}"
         lines.append(f"      {p.name} {default}")
     return "\n".join(lines) if lines else "      (no parameters)"
 

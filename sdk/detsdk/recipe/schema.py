@@ -31,13 +31,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "runtime": {"work_dir": "", "seed": 0, "load_from": "", "device": "auto", "plot_samples": 8},
 }
 DATA_SPLITS = ("train", "val", "test")
+# Detector arguments the engine builds from recipe keys of the same name; none is required
+# (a detector may have no neck, and num_classes defaults to "auto").
+ENGINE_BUILT = {"backbone", "neck", "num_classes"}
 
-# Arguments the engine passes itself; a recipe need not (and may not) set them.
+# Arguments the engine passes itself; a recipe may not set them.
 INJECTED = {
     "backbone": set(),
     "neck": {"in_channels"},
     "head": {"in_channels", "num_classes"},
-    "detector": {"backbone", "neck", "num_classes"},
+    "detector": set(),
     "dataset": set(),
     "transform": set(),
     "scheduler": {"optimizer", "total_iters", "iters_per_epoch"},
@@ -119,10 +122,9 @@ def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path
         item_path = f"{key_path}.{key}"
         if key == "type" or (kind == "dataset" and key == "pipeline"):
             continue
-        if key in INJECTED[kind] and not (kind == "detector" and key == "num_classes"):
-            if key not in ("backbone", "neck"):
-                raise RecipeError(f"{recipe.source_of(item_path)}: '{item_path}' is set by the engine; remove it")
-        elif key not in parameters and not open_ended:
+        if key in INJECTED[kind]:
+            raise RecipeError(f"{recipe.source_of(item_path)}: '{item_path}' is set by the engine; remove it")
+        if key not in parameters and not open_ended:
             names = [n for n in parameters if n not in INJECTED[kind]]
             raise RecipeError(
                 f"{recipe.source_of(item_path)}: unknown parameter '{key}' for {kind} '{spec['type']}' "
@@ -143,6 +145,7 @@ def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path
         name
         for name, p in parameters.items()
         if p.default is inspect.Parameter.empty and name not in spec and name not in INJECTED[kind]
+        and not (kind == "detector" and name in ENGINE_BUILT)
     ]
     if missing:
         raise RecipeError(f"{source}: {kind} '{spec['type']}' at {key_path} needs {', '.join(missing)}")
