@@ -1,4 +1,4 @@
-"""ResNet backbone: torchvision's ResNet blocks, returning the c2-c5 feature maps.
+"""ResNet and ResNeXt backbones: torchvision's ResNet blocks, returning the c2-c5 feature maps.
 
 Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1`` .. ``layer4``),
 so a torchvision classification state dict loads as it is (``fc.*`` is skipped).
@@ -6,17 +6,17 @@ so a torchvision classification state dict loads as it is (``fc.*`` is skipped).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchvision.models import get_model_weights, get_weight
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.resnet import ResNet as TorchvisionResNet
 from torchvision.ops import FrozenBatchNorm2d
 
-from detsdk.errors import CheckpointError, RecipeError, suggest, warn
+from detsdk.builtin.models.pretrained import load_pretrained
+from detsdk.builtin.models.staged import STAGE_STRIDES, StagedBackbone, check_stage_arguments, output_name
+from detsdk.errors import RecipeError, suggest
 
 # depth -> (block, blocks per stage)
 DEPTHS = {
@@ -25,12 +25,15 @@ DEPTHS = {
     50: (Bottleneck, [3, 4, 6, 3]),
     101: (Bottleneck, [3, 4, 23, 3]),
 }
+# (depth, groups, width_per_group) of the ResNeXts torchvision defines (and has ImageNet weights for)
+RESNEXTS = [(50, 32, 4), (101, 32, 8), (101, 64, 4)]
 NORMS = ("bn", "frozen_bn", "gn")
-STAGE_STRIDES = [4, 8, 16, 32]
 GN_GROUPS = 32
 
+__all__ = ["DEPTHS", "GN_GROUPS", "NORMS", "RESNEXTS", "STAGE_STRIDES", "ResNeXt", "ResNet", "norm_layer"]
 
-def norm_layer(norm: str) -> Callable[[int], nn.Module]:
+
+def norm_layer(norm: str, component: str = "backbone resnet") -> Callable[[int], nn.Module]:
     """The normalization layer factory for ``norm``: ``"bn"``, ``"frozen_bn"`` or ``"gn"`` (32 groups)."""
     if norm == "bn":
         return nn.BatchNorm2d
@@ -38,10 +41,73 @@ def norm_layer(norm: str) -> Callable[[int], nn.Module]:
         return FrozenBatchNorm2d
     if norm == "gn":
         return lambda channels: nn.GroupNorm(GN_GROUPS, channels)
-    raise RecipeError(f"backbone resnet: unknown norm '{norm}'{suggest(norm, NORMS)}; valid: {', '.join(NORMS)}")
+    raise RecipeError(f"{component}: unknown norm '{norm}'{suggest(norm, NORMS)}; valid: {', '.join(NORMS)}")
 
 
-class ResNet(nn.Module):
+class _ResNetFamily(StagedBackbone):
+    """The body shared by ResNet and ResNeXt: torchvision's ``ResNet`` with ``groups`` and ``width_per_group``."""
+
+    def __init__(
+        self,
+        *,
+        component: str,
+        model_name: str,
+        depth: int,
+        groups: int,
+        width_per_group: int,
+        frozen_stages: int,
+        norm: str,
+        pretrained: str,
+        out_indices: list[int],
+    ):
+        super().__init__()
+        indices = check_stage_arguments(component, frozen_stages, out_indices)
+        block, layers = DEPTHS[depth]
+        net = TorchvisionResNet(
+            block, layers, groups=groups, width_per_group=width_per_group, norm_layer=norm_layer(norm, component)
+        )
+        self.component = component
+        self.model_name = model_name
+        self.depth = depth
+        self.frozen_stages = frozen_stages
+        self.out_indices = indices
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        # Stages past the last returned one are not built: no unused parameters under DDP.
+        self.num_stages = indices[-1] + 1
+        for i in range(1, self.num_stages + 1):
+            setattr(self, f"layer{i}", getattr(net, f"layer{i}"))
+        self.out_channels = [64 * 2**i * block.expansion for i in indices]
+        self.strides = [STAGE_STRIDES[i] for i in indices]
+        if pretrained:
+            self.load_pretrained(pretrained)
+        self.freeze_stages()
+
+    def stage_modules(self, stage: int) -> list[nn.Module]:
+        """Modules of stage ``stage``: 0 is the stem (``conv1``, ``bn1``), ``k`` is ``layer<k>``."""
+        if stage == 0:
+            return [self.conv1, self.bn1]
+        return [getattr(self, f"layer{stage}")] if stage <= self.num_stages else []
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Feature maps of the selected stages, fine to coarse, named ``c2`` .. ``c5``."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        outputs = {}
+        for i in range(self.num_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+            if i in self.out_indices:
+                outputs[output_name(i)] = x
+        return outputs
+
+    def load_pretrained(self, pretrained: str) -> None:
+        """Load a torchvision weights name or a local state-dict file (see the class docstring)."""
+        unbuilt = tuple(f"layer{i}." for i in range(self.num_stages + 1, 5))
+        load_pretrained(
+            self, pretrained, component=self.component, model_name=self.model_name,
+            skip=lambda key: key.startswith(("fc.", *unbuilt)),
+        )
+
+
+class ResNet(_ResNetFamily):
     """ResNet 18/34/50/101 feature extractor (MMDetection's ``ResNet``, on torchvision's blocks).
 
     Args:
@@ -75,155 +141,57 @@ class ResNet(nn.Module):
         pretrained: str = "",
         out_indices: list[int] = [0, 1, 2, 3],  # noqa: B006 (never mutated; shown as the recipe default)
     ):
-        super().__init__()
         if depth not in DEPTHS:
             raise RecipeError(
                 f"backbone resnet: unsupported depth {depth!r}; valid: {', '.join(map(str, DEPTHS))}"
             )
-        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 4:
-            raise RecipeError(f"backbone resnet: frozen_stages must be an integer from -1 to 4, got {frozen_stages!r}")
-        indices = list(out_indices)
-        if not indices or sorted(set(indices)) != indices or not all(i in range(4) for i in indices):
-            raise RecipeError(
-                f"backbone resnet: out_indices must be increasing stage numbers from 0 to 3, got {out_indices!r}"
-            )
-        block, layers = DEPTHS[depth]
-        net = TorchvisionResNet(block, layers, norm_layer=norm_layer(norm))
-        self.depth = depth
-        self.frozen_stages = frozen_stages
-        self.out_indices = indices
-        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        # Stages past the last returned one are not built: no unused parameters under DDP.
-        self.num_stages = indices[-1] + 1
-        for i in range(1, self.num_stages + 1):
-            setattr(self, f"layer{i}", getattr(net, f"layer{i}"))
-        self.out_channels = [64 * 2**i * block.expansion for i in indices]
-        self.strides = [STAGE_STRIDES[i] for i in indices]
-        if pretrained:
-            self.load_pretrained(pretrained)
-        self._freeze_stages()
-
-    def stage_modules(self, stage: int) -> list[nn.Module]:
-        """Modules of stage ``stage``: 0 is the stem (``conv1``, ``bn1``), ``k`` is ``layer<k>``."""
-        if stage == 0:
-            return [self.conv1, self.bn1]
-        return [getattr(self, f"layer{stage}")] if stage <= self.num_stages else []
-
-    def _freeze_stages(self) -> None:
-        for stage in range(self.frozen_stages + 1):
-            for module in self.stage_modules(stage):
-                module.eval()
-                for param in module.parameters():
-                    param.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> ResNet:
-        """Set training mode, keeping frozen stages (and their norm statistics) in eval mode."""
-        super().train(mode)
-        if mode:
-            for stage in range(self.frozen_stages + 1):
-                for module in self.stage_modules(stage):
-                    module.eval()
-        return self
-
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Feature maps of the selected stages, fine to coarse, named ``c2`` .. ``c5``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        outputs = {}
-        for i in range(self.num_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
-            if i in self.out_indices:
-                outputs[f"c{i + 2}"] = x
-        return outputs
-
-    # -- pretrained weights -------------------------------------------------
-    def load_pretrained(self, pretrained: str) -> None:
-        """Load a torchvision weights name or a local state-dict file (see the class docstring)."""
-        if _looks_like_path(pretrained):
-            state_dict = _read_state_dict_file(pretrained)
-            source = f"'{pretrained}'"
-        else:
-            weights = _resolve_weights(self.depth, pretrained)
-            try:
-                state_dict = weights.get_state_dict(progress=False, weights_only=True)
-            except Exception as exc:  # no network, a partial download, a bad cache file...
-                file_name = os.path.basename(weights.url)
-                cache = os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
-                raise CheckpointError(
-                    f"backbone resnet: cannot get pretrained weights {weights} from {weights.url} ({exc}); "
-                    f"download that file to {cache}, or set pretrained to a local .pth file"
-                ) from exc
-            source = str(weights)
-        self._load_state_dict_reporting(state_dict, source)
-
-    def _load_state_dict_reporting(self, state_dict: dict, source: str) -> None:
-        own = self.state_dict()
-        skipped = [k for k in state_dict if k.startswith("fc.") or _in_unbuilt_stage(k, self.num_stages)]
-        usable = {k: v for k, v in state_dict.items() if k not in skipped}
-        if not any(k in own for k in usable):
-            sample = ", ".join(list(state_dict)[:3])
-            raise CheckpointError(
-                f"backbone resnet: {source} holds no ResNet weights (keys look like: {sample}); "
-                "expected torchvision names such as conv1.weight, layer1.0.conv1.weight"
-            )
-        try:
-            result = self.load_state_dict(usable, strict=False)
-        except RuntimeError as exc:  # shape mismatch, e.g. resnet18 weights into depth=50
-            first = str(exc).strip().splitlines()
-            raise CheckpointError(
-                f"backbone resnet(depth={self.depth}): {source} does not fit: {' '.join(first[1:3]) or first[0]}"
-            ) from exc
-        # FrozenBatchNorm2d has no num_batches_tracked; that is not a real mismatch.
-        unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
-        if result.missing_keys:
-            warn(f"backbone resnet: {source} lacks {len(result.missing_keys)} weights, left random: {_short(result.missing_keys)}")
-        if unexpected:
-            warn(f"backbone resnet: {source} has {len(unexpected)} weights the model ignores: {_short(unexpected)}")
-
-
-def _looks_like_path(pretrained: str) -> bool:
-    return pretrained.endswith((".pth", ".pt", ".bin", ".ckpt")) or os.sep in pretrained or os.path.exists(pretrained)
-
-
-def _resolve_weights(depth: int, name: str):
-    """A torchvision ``Weights`` entry for ``resnet<depth>`` from ``"DEFAULT"``, ``"IMAGENET1K_V1"``, ..."""
-    enum = get_model_weights(f"resnet{depth}")
-    if "." in name:
-        try:
-            weights = get_weight(name)
-        except (ValueError, KeyError) as exc:
-            raise RecipeError(f"backbone resnet: unknown pretrained weights '{name}' ({exc})") from exc
-        if type(weights) is not enum:
-            raise RecipeError(f"backbone resnet: pretrained '{name}' is not for resnet{depth}; use {enum.__name__}.*")
-        return weights
-    names = list(enum.__members__)
-    if name not in names:
-        raise RecipeError(
-            f"backbone resnet: unknown pretrained '{name}' for resnet{depth}{suggest(name, names)}; valid: "
-            f"{', '.join(names)}, or the path of a local .pth file"
+        super().__init__(
+            component="backbone resnet", model_name=f"resnet{depth}", depth=depth, groups=1, width_per_group=64,
+            frozen_stages=frozen_stages, norm=norm, pretrained=pretrained, out_indices=out_indices,
         )
-    return enum[name]
 
 
-def _read_state_dict_file(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"backbone resnet: pretrained file '{path}' does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickles with code, truncated files...
-        raise CheckpointError(f"backbone resnet: cannot read pretrained file '{path}': {exc}") from exc
-    for key in ("state_dict", "model"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    if not isinstance(data, dict):
-        raise CheckpointError(f"backbone resnet: '{path}' holds a {type(data).__name__}, not a state dict")
-    # Checkpoints saved from DistributedDataParallel prefix every key with "module.".
-    return {k.removeprefix("module."): v for k, v in data.items()}
+class ResNeXt(_ResNetFamily):
+    """ResNeXt 50-32x4d, 101-32x8d, 101-64x4d feature extractor (MMDetection's ``ResNeXt``, torchvision's blocks).
 
+    ResNet's bottleneck with grouped 3x3 convolutions: ``groups`` groups of
+    ``width_per_group`` channels each in ``layer1`` (doubling every stage). Outputs, names
+    and parameter names are ResNet's, so torchvision's ``resnext*`` weights load.
 
-def _in_unbuilt_stage(key: str, num_stages: int) -> bool:
-    return any(key.startswith(f"layer{i}.") for i in range(num_stages + 1, 5))
+    Args:
+        depth: 50 or 101.
+        groups: number of convolution groups (MMDetection's ``groups``).
+        width_per_group: channels per group in ``layer1`` (MMDetection's ``base_width``).
+            ``(depth, groups, width_per_group)`` must be one of torchvision's models:
+            ``(50, 32, 4)``, ``(101, 32, 8)``, ``(101, 64, 4)``.
+        frozen_stages, norm, pretrained, out_indices: as for ``resnet``; ``pretrained``
+            weights names are those of ``resnext50_32x4d`` and so on (``"DEFAULT"``,
+            ``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``).
 
+    ``out_channels`` is ``[256, 512, 1024, 2048]`` and ``strides`` ``[4, 8, 16, 32]`` for all
+    four stages.
 
-def _short(keys: list[str], limit: int = 5) -> str:
-    return ", ".join(keys[:limit]) + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+    >>> ResNeXt(depth=101, groups=32, width_per_group=8, pretrained="DEFAULT")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        groups: int = 32,
+        width_per_group: int = 4,
+        frozen_stages: int = 1,
+        norm: str = "frozen_bn",
+        pretrained: str = "",
+        out_indices: list[int] = [0, 1, 2, 3],  # noqa: B006 (never mutated; shown as the recipe default)
+    ):
+        if (depth, groups, width_per_group) not in RESNEXTS:
+            valid = ", ".join(f"depth={d} groups={g} width_per_group={w}" for d, g, w in RESNEXTS)
+            raise RecipeError(
+                f"backbone resnext: unsupported depth={depth!r} groups={groups!r} "
+                f"width_per_group={width_per_group!r}; valid: {valid}"
+            )
+        super().__init__(
+            component="backbone resnext", model_name=f"resnext{depth}_{groups}x{width_per_group}d", depth=depth,
+            groups=groups, width_per_group=width_per_group, frozen_stages=frozen_stages, norm=norm,
+            pretrained=pretrained, out_indices=out_indices,
+        )
