@@ -59,36 +59,64 @@ def model_state_of(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_matching_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Load every weight whose name and shape match; report and return the ones skipped.
+def load_weights_from(model: nn.Module, source: str | Path) -> list[str]:
+    """``runtime.load_from``: read a checkpoint, convert its names, load what fits; returns the re-initialised.
 
-    Fine-tuning with another ``num_classes`` skips the class-dependent layers,
-    which keep their fresh initialisation (MMDetection's ``load_from``).
+    ``source`` is a det-sdk checkpoint, a torchvision detection state dict or an MMDetection
+    2.x checkpoint (told apart by their keys, see ``detsdk.engine.interop``).
+    """
+    from detsdk.engine.interop import DETSDK, to_detsdk
+
+    conversion = to_detsdk(model_state_of(load_checkpoint(source)))
+    if conversion.source_format != DETSDK:
+        print(f"load_from {source}: {conversion.source_format} weights, renamed to det-sdk's parameter names")
+    if conversion.unplaced:
+        warn(
+            f"load_from {source}: {len(conversion.unplaced)} {conversion.source_format} weights have no det-sdk "
+            f"counterpart and were skipped: {_listing(conversion.unplaced)}"
+        )
+    return load_matching_weights(model, conversion.weights, str(source))
+
+
+def load_matching_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Load every weight whose name and shape match; report and return the re-initialised ones.
+
+    Fine-tuning with another ``num_classes`` re-initialises the class-dependent layers,
+    which keep their fresh initialisation (MMDetection's ``load_from``). A layer is
+    re-initialised whole: when one of its tensors does not fit, none of them is loaded.
+    The warning names exactly those layers, with the shapes that differ.
     """
     own = model.state_dict()
-    matched, mismatched = {}, []
+    differing: dict[str, list[str]] = {}  # layer -> "param (checkpoint shape) -> (model shape)"
     for name, tensor in weights.items():
-        if name in own and own[name].shape == tensor.shape:
-            matched[name] = tensor
-        elif name in own:
-            mismatched.append(f"{name} {tuple(tensor.shape)} -> {tuple(own[name].shape)}")
-    model.load_state_dict(matched, strict=False)
-    missing = [name for name in own if name not in weights]
-    unexpected = [name for name in weights if name not in own]
+        if name in own and own[name].shape != tensor.shape:
+            layer, _, param = name.rpartition(".")
+            differing.setdefault(layer, []).append(f"{param} {tuple(tensor.shape)} -> {tuple(own[name].shape)}")
+    reinitialised = [name for name in own if name in weights and name.rpartition(".")[0] in differing]
+    matched = {name: t for name, t in weights.items() if name in own and name.rpartition(".")[0] not in differing}
     if not matched:
         raise CheckpointError(f"{source}: no weight matches this model (is it a checkpoint of another architecture?)")
-    if mismatched:
+    model.load_state_dict(matched, strict=False)
+    if differing:
+        layers = ", ".join(f"{layer} ({', '.join(shapes)})" for layer, shapes in differing.items())
         warn(
-            f"load_from {source}: re-initialised {len(mismatched)} weights with a shape mismatch: "
-            + ", ".join(mismatched)
+            f"load_from {source}: re-initialised {len(reinitialised)} weights with a shape mismatch: {layers}; "
+            f"{len(differing)} layers keep their fresh initialisation"
         )
-    if missing or unexpected:
-        warn(
-            f"load_from {source}: {len(missing)} weights not in the checkpoint, "
-            f"{len(unexpected)} checkpoint weights not in the model"
-            + (f" (e.g. {(missing + unexpected)[0]})" if missing or unexpected else "")
-        )
-    return mismatched
+    missing = [name for name in own if name not in weights]
+    # BatchNorm's step counter has no use in FrozenBatchNorm2d: not a weight the model lacks.
+    unexpected = [name for name in weights if name not in own and not name.endswith("num_batches_tracked")]
+    if missing:
+        warn(f"load_from {source}: {len(missing)} model weights are not in the checkpoint and keep their "
+             f"initialisation: {_listing(missing)}")
+    if unexpected:
+        warn(f"load_from {source}: {len(unexpected)} checkpoint weights are not in the model and were skipped: "
+             f"{_listing(unexpected)}")
+    return reinitialised
+
+
+def _listing(names: list[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 def rng_states() -> dict[str, Any]:

@@ -25,7 +25,7 @@ from detsdk.data.loader import build_loader
 from detsdk.engine import build
 from detsdk.engine.checkpoint import (
     load_checkpoint,
-    load_matching_weights,
+    load_weights_from,
     model_state_of,
     restore_rng_states,
     rng_states,
@@ -137,8 +137,7 @@ class Engine:
         if resume:
             self._resume()
         elif self.config["runtime"]["load_from"]:
-            source = self.config["runtime"]["load_from"]
-            load_matching_weights(model, model_state_of(load_checkpoint(source)), source)
+            load_weights_from(model, self.config["runtime"]["load_from"])
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             self.log.path.unlink(missing_ok=True)  # a fresh run starts a fresh log

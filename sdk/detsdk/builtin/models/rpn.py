@@ -50,6 +50,9 @@ class RPNHead(RegionProposalNetwork):
         nms_thresh: NMS IoU threshold between proposals.
         crowd_ioa_thresh: anchors that would be background but lie inside a crowd region
             (intersection over anchor area above this) are ignored; ``1.0`` turns it off.
+        num_convs: 3x3 convs (each followed by ReLU) before the objectness and box layers:
+            1 as in torchvision's ``fasterrcnn_resnet50_fpn`` and MMDetection, 2 as in
+            ``fasterrcnn_resnet50_fpn_v2``.
 
     ``forward(images: ImageList, features: dict, targets=None)`` returns
     ``(proposals per image, losses)`` with losses ``loss_rpn_cls`` and ``loss_rpn_bbox``.
@@ -72,6 +75,7 @@ class RPNHead(RegionProposalNetwork):
         post_nms_top_n_test: int = 1000,
         nms_thresh: float = 0.7,
         crowd_ioa_thresh: float = 0.5,
+        num_convs: int = 1,
     ):
         sizes = tuple(tuple(level) if isinstance(level, (list, tuple)) else (level,) for level in anchor_sizes)
         if not sizes or any(not level for level in sizes):
@@ -80,7 +84,9 @@ class RPNHead(RegionProposalNetwork):
         anchor_generator = AnchorGenerator(sizes=sizes, aspect_ratios=(ratios,) * len(sizes))
         if len({len(level) for level in sizes}) != 1:
             raise RecipeError("head rpn_head: every level of anchor_sizes needs the same number of sizes")
-        head = RPNConvHead(in_channels, anchor_generator.num_anchors_per_location()[0])
+        if isinstance(num_convs, bool) or not isinstance(num_convs, int) or num_convs < 1:
+            raise RecipeError(f"head rpn_head: num_convs must be a positive integer, got {num_convs!r}")
+        head = RPNConvHead(in_channels, anchor_generator.num_anchors_per_location()[0], conv_depth=num_convs)
         super().__init__(
             anchor_generator,
             head,
