@@ -148,6 +148,11 @@ def from_mmdet(weights: Mapping[str, torch.Tensor]) -> Conversion:
         if name != key:
             conversion.renamed_from[name] = key
     _move_background_first(conversion)
+    if "neck.fpn.extra_blocks.p7.weight" in conversion.weights:
+        conversion.notes.append(
+            "neck.fpn_convs (P6, P7): MMDetection 2.x's RetinaNet makes P7 from P6 without a ReLU "
+            "(relu_before_extra_convs=False); det-sdk's fpn, as torchvision's, applies one"
+        )
     return conversion
 
 
