@@ -53,9 +53,10 @@ class Shared2FCBoxHead(RoIHeads):
     Crowd handling: targets carry non-crowd ``boxes``/``labels`` and, optionally,
     ``crowd_boxes``; crowd regions are never positives and never added as proposals.
 
-    ``forward(features, proposals, image_shapes, targets=None)`` returns ``([], losses)``
-    in training (``loss_cls``, ``loss_bbox``) and ``(detections, {})`` in eval, in
-    torchvision's label convention (``0`` is background; the detector shifts to 0-based).
+    ``forward(features, proposals, image_shapes, targets=None)`` returns ``(positives, losses)``
+    in training (``loss_cls``, ``loss_bbox``; per image the positive sampled proposals as
+    ``boxes`` and their ``labels``, which a mask head trains on) and ``(detections, {})`` in
+    eval, in torchvision's label convention (``0`` is background; the detector shifts to 0-based).
     """
 
     def __init__(
@@ -165,7 +166,7 @@ class Shared2FCBoxHead(RoIHeads):
         image_shapes: list[tuple[int, int]],
         targets: list[dict[str, torch.Tensor]] | None = None,
     ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-        """Losses in training; per-image ``boxes``, ``scores``, ``labels`` (1-based) in eval."""
+        """Positive samples and losses in training; per-image ``boxes``, ``scores``, ``labels`` (1-based) in eval."""
         levels = {str(i): feature for i, feature in enumerate(list(features.values())[: self.num_levels])}
         if self.training:
             if targets is None:
@@ -177,7 +178,9 @@ class Shared2FCBoxHead(RoIHeads):
             losses = self.compute_loss(
                 class_logits, box_regression, proposals, labels, regression_targets, matched_gt_boxes
             )
-            return [], losses
+            # The positive samples, so that a mask head trains on the same RoIs (Mask R-CNN).
+            positives = [{"boxes": p[lab > 0], "labels": lab[lab > 0]} for p, lab in zip(proposals, labels)]
+            return positives, losses
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
         detections = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels)]
         return detections, {}

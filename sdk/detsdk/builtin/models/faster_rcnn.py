@@ -76,15 +76,28 @@ class FasterRCNN(nn.Module):
             head_targets = [self._head_target(t) for t in targets]
         features = self.extract_features(images)
         proposals, rpn_losses = self.rpn(ImageList(images, image_sizes), features, head_targets)
-        detections, roi_losses = self.roi_heads(features, proposals, image_sizes, head_targets)
+        detections, roi_losses = self.second_stage(features, proposals, image_sizes, head_targets)
         if self.training:
             return {**rpn_losses, **roi_losses}
         for detection in detections:
             detection["labels"] = detection["labels"] - 1
         return detections
 
+    def second_stage(
+        self,
+        features: dict[str, torch.Tensor],
+        proposals: list[torch.Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: list[dict[str, torch.Tensor]] | None = None,
+    ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """The RoI heads on the proposals: ``(detections, {})`` in eval, ``(positives, losses)`` in training.
+
+        Labels are 1-based here (``0`` is background). Mask R-CNN extends this with its mask branch.
+        """
+        return self.roi_heads(features, proposals, image_sizes, targets)
+
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Split crowd boxes off, drop boxes without area and shift labels to background-0."""
+        """Split crowd boxes off, drop boxes without area and shift labels to background-0 (masks follow boxes)."""
         boxes = target["boxes"].float().reshape(-1, 4)
         labels = target["labels"].to(torch.int64).reshape(-1)
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
@@ -96,7 +109,16 @@ class FasterRCNN(nn.Module):
         crowd = torch.zeros_like(labels, dtype=torch.bool) if crowd is None else crowd.to(torch.bool).reshape(-1)
         has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         keep = has_area & ~crowd
-        return {"boxes": boxes[keep], "labels": labels[keep] + 1, "crowd_boxes": boxes[has_area & crowd]}
+        head_target = {"boxes": boxes[keep], "labels": labels[keep] + 1, "crowd_boxes": boxes[has_area & crowd]}
+        if "masks" in target:
+            masks = target["masks"]
+            if masks.dim() != 3 or masks.shape[0] != labels.numel():
+                raise DataError(
+                    f"target masks must be N x H x W with one mask per box; got shape {tuple(masks.shape)} "
+                    f"for {labels.numel()} boxes"
+                )
+            head_target["masks"] = masks[keep]
+        return head_target
 
 
 def build_faster_rcnn(
