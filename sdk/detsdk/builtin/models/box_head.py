@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, generalized_box_iou_loss
 
@@ -184,3 +184,85 @@ class Shared2FCBoxHead(RoIHeads):
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
         detections = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels)]
         return detections, {}
+
+
+CONV_NORMS = ("none", "bn", "gn")
+GN_GROUPS = 32
+
+
+class ConvFCBoxHead(Shared2FCBoxHead):
+    """Second stage with a convolutional RoI head: ``num_convs`` 3x3 convs (norm, ReLU), then FC layers.
+
+    torchvision's ``FastRCNNConvFCHead`` (``fasterrcnn_resnet50_fpn_v2``: 4 convs of 256 with
+    BatchNorm, one FC of 1024) and MMDetection's ``Shared4Conv1FCBBoxHead`` (with GroupNorm);
+    matching, sampling, losses and post-processing are ``Shared2FCBoxHead``'s.
+
+    Args:
+        num_convs: 3x3 convolutions on the pooled RoI features (each with norm and ReLU).
+        conv_channels: their output channels.
+        num_fcs: fully connected layers after them (each with ReLU), at least one.
+        fc_channels: their width; the class and box predictors read the last one.
+        norm: ``"bn"`` (BatchNorm2d, torchvision's v2), ``"gn"`` (GroupNorm, 32 groups,
+            MMDetection's 4conv1fc) or ``"none"`` (a conv bias instead).
+
+    The other arguments are ``Shared2FCBoxHead``'s. Parameters are named as torchvision's
+    (``box_head.0.0.weight`` the first conv, ``box_head.0.1.*`` its norm, ``box_head.<num_convs
+    + 1>.weight`` the first FC), so a ``fasterrcnn_resnet50_fpn_v2`` state dict loads as it is.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        num_convs: int = 4,
+        conv_channels: int = 256,
+        num_fcs: int = 1,
+        fc_channels: int = 1024,
+        norm: str = "bn",
+        roi_size: int = 7,
+        sampling_ratio: int = 2,
+        num_levels: int = 4,
+        fg_iou_thresh: float = 0.5,
+        bg_iou_thresh: float = 0.5,
+        batch_size_per_image: int = 512,
+        positive_fraction: float = 0.25,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        detections_per_img: int = 100,
+        loss_cls: str = "cross_entropy",
+        loss_bbox: str = "smooth_l1",
+        loss_bbox_weight: float = 1.0,
+        bbox_reg_weights: list[float] = [10.0, 10.0, 5.0, 5.0],  # noqa: B006
+        crowd_ioa_thresh: float = 0.5,
+    ):
+        name = "head convfc_box_head"
+        for key, value, minimum in (("num_convs", num_convs, 0), ("conv_channels", conv_channels, 1),
+                                    ("num_fcs", num_fcs, 1), ("fc_channels", fc_channels, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise RecipeError(f"{name}: {key} must be an integer >= {minimum}, got {value!r}")
+        if norm not in CONV_NORMS:
+            raise RecipeError(
+                f"{name}: unknown norm '{norm}'{suggest(str(norm), CONV_NORMS)}; valid: {', '.join(CONV_NORMS)}"
+            )
+        if norm == "gn" and conv_channels % GN_GROUPS:
+            raise RecipeError(f"{name}: norm 'gn' needs conv_channels divisible by {GN_GROUPS}, got {conv_channels}")
+        try:
+            super().__init__(
+                in_channels, num_classes, roi_size=roi_size, sampling_ratio=sampling_ratio, num_levels=num_levels,
+                fc_channels=fc_channels, fg_iou_thresh=fg_iou_thresh, bg_iou_thresh=bg_iou_thresh,
+                batch_size_per_image=batch_size_per_image, positive_fraction=positive_fraction,
+                score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img,
+                loss_cls=loss_cls, loss_bbox=loss_bbox, loss_bbox_weight=loss_bbox_weight,
+                bbox_reg_weights=bbox_reg_weights, crowd_ioa_thresh=crowd_ioa_thresh,
+            )
+        except RecipeError as exc:  # the shared checks name the base head
+            raise RecipeError(str(exc).replace("head shared2fc_box_head", name)) from None
+        norm_layer = {
+            "none": None,
+            "bn": torch.nn.BatchNorm2d,
+            "gn": lambda channels: torch.nn.GroupNorm(GN_GROUPS, channels),
+        }[norm]
+        # Replaces the two-FC head the base built; the predictor already reads fc_channels.
+        self.box_head = FastRCNNConvFCHead(
+            (in_channels, roi_size, roi_size), [conv_channels] * num_convs, [fc_channels] * num_fcs, norm_layer=norm_layer
+        )
