@@ -167,3 +167,24 @@ def test_a_checkpoint_of_another_layout_is_a_one_line_error(tmp_path):
 
 class _NotPlainData:
     """An object ``torch.load(weights_only=True)`` must refuse to build."""
+
+
+def test_convert_mask_rcnn_fills_the_mask_branch_with_a_background_channel_first(tmp_path):
+    state = mmdet_faster_rcnn_r50_fpn()
+    for i in range(4):  # MMDetection's FCNMaskHead: 4 ConvModules, a deconv, per-class logits (no background)
+        state[f"roi_head.mask_head.convs.{i}.conv.weight"] = torch.randn(256, 256, 3, 3)
+        state[f"roi_head.mask_head.convs.{i}.conv.bias"] = torch.randn(256)
+    state["roi_head.mask_head.upsample.weight"] = torch.randn(256, 256, 2, 2)
+    state["roi_head.mask_head.upsample.bias"] = torch.randn(256)
+    state["roi_head.mask_head.conv_logits.weight"] = torch.randn(80, 256, 1, 1)
+    state["roi_head.mask_head.conv_logits.bias"] = torch.randn(80)
+    path, out = tmp_path / "mask_rcnn.pth", tmp_path / "mask_rcnn.pt"
+    torch.save({"meta": {"CLASSES": COCO_CLASSES}, "state_dict": state}, path)
+    args = ["convert", "mmdet", str(path), "--recipe", "detsdk:mask_rcnn_r50_fpn_1x_coco.toml", "--out", str(out), "--strict"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    weights = load_checkpoint(out)["model"]
+    assert torch.equal(weights["roi_heads.mask_head.2.0.weight"], state["roi_head.mask_head.convs.2.conv.weight"])
+    assert torch.equal(weights["roi_heads.mask_predictor.conv5_mask.bias"], state["roi_head.mask_head.upsample.bias"])
+    logits = weights["roi_heads.mask_predictor.mask_fcn_logits.weight"]
+    assert not logits[0].any() and torch.equal(logits[1:], state["roi_head.mask_head.conv_logits.weight"])
