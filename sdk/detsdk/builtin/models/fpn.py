@@ -13,6 +13,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 from detsdk.errors import RecipeError, suggest
 
 EXTRAS = ("maxpool", "p6p7", "p6p7_on_p5")
+NORMS = ("none", "bn", "gn")
+GN_GROUPS = 32
 
 
 class FPN(nn.Module):
@@ -33,6 +35,10 @@ class FPN(nn.Module):
             ``add_extra_convs="on_input"``);
             ``"p6p7_on_p5"``: the same convs on the coarsest *output* (P5) (torchvision's
             ``retinanet_resnet50_fpn`` / ``fcos_resnet50_fpn``, MMDetection's ``"on_output"``).
+        norm: normalization after each lateral and output conv (which then has no bias):
+            ``"none"``, ``"bn"`` (BatchNorm2d, torchvision's ``fasterrcnn_resnet50_fpn_v2``) or
+            ``"gn"`` (GroupNorm, 32 groups, MMDetection's ``norm_cfg=dict(type='GN')``). The extra
+            levels' convs have none.
 
     Input ``{"c2": ..., "c5": ...}`` gives ``{"p2": ..., "p5": ..., "p6": ...}``: ``cN``
     becomes ``pN`` and extra levels continue the numbering (other input names get a
@@ -51,8 +57,11 @@ class FPN(nn.Module):
         num_outs: int = 5,
         start_level: int = 0,
         extra: str = "maxpool",
+        norm: str = "none",
     ):
         super().__init__()
+        if norm not in NORMS:
+            raise RecipeError(f"neck fpn: unknown norm '{norm}'{suggest(str(norm), NORMS)}; valid: {', '.join(NORMS)}")
         if extra not in EXTRAS:
             raise RecipeError(
                 f"neck fpn: unknown extra '{extra}'{suggest(str(extra), EXTRAS)}; valid: {', '.join(EXTRAS)}"
@@ -79,7 +88,14 @@ class FPN(nn.Module):
             extra_blocks = LastLevelP6P7(used[-1] if extra == "p6p7" else out_channels, out_channels)
             # torchvision picks P5 whenever the channel counts agree; the recipe decides here.
             extra_blocks.use_P5 = extra == "p6p7_on_p5"
-        self.fpn = FeaturePyramidNetwork(used, out_channels, extra_blocks=extra_blocks)
+        if norm == "gn" and out_channels % GN_GROUPS:
+            raise RecipeError(f"neck fpn: norm 'gn' needs out_channels divisible by {GN_GROUPS}, got {out_channels!r}")
+        norm_layer = {
+            "none": None,
+            "bn": nn.BatchNorm2d,
+            "gn": lambda channels: nn.GroupNorm(GN_GROUPS, channels),
+        }[norm]
+        self.fpn = FeaturePyramidNetwork(used, out_channels, extra_blocks=extra_blocks, norm_layer=norm_layer)
         self.out_channels = out_channels
         self.num_outs = num_outs
         self.start_level = start_level
