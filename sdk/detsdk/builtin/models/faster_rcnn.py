@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
 from detsdk.errors import DataError, RecipeError
+from detsdk.builtin.models.detector_inputs import checked_image_sizes, extract_features, split_target
 from detsdk.plugins.build import build_component
 
 
@@ -38,12 +39,8 @@ class FasterRCNN(nn.Module):
         self.num_classes = num_classes
 
     def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Backbone (and neck) features, fine to coarse."""
-        features = self.backbone(images)
-        if self.neck is not None:
-            return self.neck(features)
-        name, feature = list(features.items())[-1]
-        return {name: feature}
+        """Backbone (and neck) features, fine to coarse; without a neck only the coarsest map."""
+        return extract_features(self.backbone, self.neck, images)
 
     def forward(
         self,
@@ -64,15 +61,9 @@ class FasterRCNN(nn.Module):
             eval: per image ``{"boxes": K x 4, "scores": K, "labels": int64 K (0-based)}``,
             boxes clipped to the image size.
         """
-        if image_sizes is None:
-            image_sizes = [tuple(images.shape[-2:])] * images.shape[0]
-        image_sizes = [(int(h), int(w)) for h, w in image_sizes]
-        if len(image_sizes) != images.shape[0]:
-            raise ValueError(f"got {len(image_sizes)} image_sizes for {images.shape[0]} images")
+        image_sizes = checked_image_sizes("FasterRCNN", images, targets, image_sizes, self.training)
         head_targets = None
         if self.training:
-            if targets is None or len(targets) != images.shape[0]:
-                raise ValueError("FasterRCNN needs one target dict per image in training mode")
             head_targets = [self._head_target(t) for t in targets]
         features = self.extract_features(images)
         proposals, rpn_losses = self.rpn(ImageList(images, image_sizes), features, head_targets)
@@ -98,18 +89,8 @@ class FasterRCNN(nn.Module):
 
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Split crowd boxes off, drop boxes without area and shift labels to background-0 (masks follow boxes)."""
-        boxes = target["boxes"].float().reshape(-1, 4)
-        labels = target["labels"].to(torch.int64).reshape(-1)
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise DataError(
-                f"target labels must be 0-based and below num_classes={self.num_classes}; got "
-                f"{labels.min().item()}..{labels.max().item()}"
-            )
-        crowd = target.get("iscrowd")
-        crowd = torch.zeros_like(labels, dtype=torch.bool) if crowd is None else crowd.to(torch.bool).reshape(-1)
-        has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        keep = has_area & ~crowd
-        head_target = {"boxes": boxes[keep], "labels": labels[keep] + 1, "crowd_boxes": boxes[has_area & crowd]}
+        boxes, labels, keep, crowd_boxes = split_target(target, self.num_classes)
+        head_target = {"boxes": boxes[keep], "labels": labels[keep] + 1, "crowd_boxes": crowd_boxes}
         if "masks" in target:
             masks = target["masks"]
             if masks.dim() != 3 or masks.shape[0] != labels.numel():

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
-from detsdk.errors import DataError, RecipeError
+from detsdk.errors import RecipeError
+from detsdk.builtin.models.detector_inputs import checked_image_sizes, extract_features, split_target
 from detsdk.plugins.build import build_component
 
 
@@ -44,11 +45,7 @@ class SingleStageDetector(nn.Module):
 
     def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Backbone (and neck) features, fine to coarse; without a neck only the coarsest map."""
-        features = self.backbone(images)
-        if self.neck is not None:
-            return self.neck(features)
-        name, feature = list(features.items())[-1]
-        return {name: feature}
+        return extract_features(self.backbone, self.neck, images)
 
     def forward(
         self,
@@ -69,15 +66,9 @@ class SingleStageDetector(nn.Module):
             eval: per image ``{"boxes": K x 4, "scores": K, "labels": int64 K (0-based)}``,
             boxes clipped to the image size.
         """
-        if image_sizes is None:
-            image_sizes = [tuple(images.shape[-2:])] * images.shape[0]
-        image_sizes = [(int(h), int(w)) for h, w in image_sizes]
-        if len(image_sizes) != images.shape[0]:
-            raise ValueError(f"got {len(image_sizes)} image_sizes for {images.shape[0]} images")
+        image_sizes = checked_image_sizes(type(self).__name__, images, targets, image_sizes, self.training)
         head_targets = None
         if self.training:
-            if targets is None or len(targets) != images.shape[0]:
-                raise ValueError(f"{type(self).__name__} needs one target dict per image in training mode")
             head_targets = [self._head_target(t) for t in targets]
         features = self.extract_features(images)
         detections, losses = self.head(ImageList(images, image_sizes), features, head_targets)
@@ -85,18 +76,8 @@ class SingleStageDetector(nn.Module):
 
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Split crowd boxes off and drop boxes without area; labels stay 0-based."""
-        boxes = target["boxes"].float().reshape(-1, 4)
-        labels = target["labels"].to(torch.int64).reshape(-1)
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise DataError(
-                f"target labels must be 0-based and below num_classes={self.num_classes}; got "
-                f"{labels.min().item()}..{labels.max().item()}"
-            )
-        crowd = target.get("iscrowd")
-        crowd = torch.zeros_like(labels, dtype=torch.bool) if crowd is None else crowd.to(torch.bool).reshape(-1)
-        has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        keep = has_area & ~crowd
-        return {"boxes": boxes[keep], "labels": labels[keep], "crowd_boxes": boxes[has_area & crowd]}
+        boxes, labels, keep, crowd_boxes = split_target(target, self.num_classes)
+        return {"boxes": boxes[keep], "labels": labels[keep], "crowd_boxes": crowd_boxes}
 
 
 class RetinaNet(SingleStageDetector):
