@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
+
+from detsdk.data.samplers import EpochSampler
 
 ANNOTATION_KEYS = ("boxes", "labels", "iscrowd", "masks", "areas")
 
@@ -91,33 +93,6 @@ def collate_with_annotations(items: list[tuple[dict, dict]]):
     return images, targets, metas, [annotations for _, annotations in items]
 
 
-class EpochSampler(Sampler[int]):
-    """Indices of one epoch, shuffled by ``(seed, epoch)``, optionally starting mid-epoch.
-
-    Starting mid-epoch is what makes ``--resume`` continue exactly where a
-    run stopped, without replaying the batches it already trained on.
-    """
-
-    def __init__(self, size: int, shuffle: bool, seed: int = 0):
-        self.size, self.shuffle, self.seed = size, shuffle, seed
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the permutation of ``epoch`` and skip its first ``start`` indices."""
-        self.epoch, self.start = epoch, start
-
-    def __iter__(self):
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.size, generator=generator).tolist()
-        else:
-            order = list(range(self.size))
-        return iter(order[self.start :])
-
-    def __len__(self) -> int:
-        return self.size - self.start
-
-
 def _seed_worker(worker_id: int) -> None:
     # Each worker gets its own numpy/random stream derived from torch's per-worker seed.
     seed = torch.initial_seed() % 2**32
@@ -132,9 +107,20 @@ def build_loader(
     shuffle: bool,
     seed: int = 0,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    group_ids: Sequence[int] | None = None,
 ) -> DataLoader:
-    """A DataLoader over a pipeline dataset with a resumable epoch sampler."""
-    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    """A DataLoader over a pipeline dataset with a resumable epoch sampler.
+
+    ``rank``/``world_size`` give this process its share of the data (padded
+    when shuffling for training, unpadded for evaluation; see ``EpochSampler``);
+    ``group_ids`` batches images of one aspect-ratio group together.
+    """
+    sampler = EpochSampler(
+        len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, pad=shuffle,
+        batch_size=batch_size, group_ids=group_ids,
+    )
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -144,5 +130,5 @@ def build_loader(
         worker_init_fn=_seed_worker,
         persistent_workers=False,
         pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(seed + rank),  # worker seeds differ across ranks
     )
