@@ -63,7 +63,7 @@ def detsdk_register_datasets(register):
 @hookimpl
 def detsdk_register_transforms(register):
     """Geometric and photometric transforms over samples."""
-    register("resize", f"{_B}.transforms.geometric:Resize", description="Resize, one scale or a range")
+    register("resize", f"{_B}.transforms.geometric:Resize", description="Resize: one scale, a range or a list")
     register("random_flip", f"{_B}.transforms.geometric:RandomFlip", description="Horizontal flip")
     register("pad", f"{_B}.transforms.geometric:Pad", description="Pad to a size or a divisor")
     register(
@@ -72,6 +72,14 @@ def detsdk_register_transforms(register):
         description="Random brightness, contrast, saturation, hue",
     )
     register("normalize", f"{_B}.transforms.photometric:Normalize", description="Subtract mean, divide by std")
+    register("random_crop", f"{_B}.transforms.crop:RandomCrop", description="Random crop (train only)")
+    register(
+        "min_iou_random_crop",
+        f"{_B}.transforms.crop:MinIoURandomCrop",
+        description="SSD crop with a minimum IoU per object (train only)",
+    )
+    register("expand", f"{_B}.transforms.expand:Expand", description="SSD zoom-out onto a mean canvas (train only)")
+    register("cutout", f"{_B}.transforms.cutout:CutOut", description="Fill random rectangles with a colour")
 
 
 @hookimpl

@@ -140,7 +140,14 @@ def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path
         if not isinstance(pipeline, list):
             raise RecipeError(f"{source}: '{key_path}.pipeline' must be an array of transform tables")
         for i, step in enumerate(pipeline):
-            _validate_component(recipe, registry, "transform", step, f"{key_path}.pipeline[{i}]")
+            step_path = f"{key_path}.pipeline[{i}]"
+            _validate_component(recipe, registry, "transform", step, step_path)
+            # A crop or expand moves pixels in a way detections cannot be mapped back from.
+            if key_path != "data.train" and getattr(registry.get("transform", step["type"]).load(), "train_only", False):
+                raise RecipeError(
+                    f"{recipe.source_of(step_path)}: {step_path}: transform '{step['type']}' is train-only "
+                    "(detections on its output cannot be mapped back to the image); use it in data.train only"
+                )
     missing = [
         name
         for name, p in parameters.items()
