@@ -10,11 +10,13 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from detsdk.data.samplers import EpochSampler
+from detsdk.data.seeding import sample_seeded
 
 ANNOTATION_KEYS = ("boxes", "labels", "iscrowd", "masks", "areas")
 
@@ -25,17 +27,38 @@ class PipelineDataset(Dataset):
     With ``keep_annotations`` each item is ``(sample, annotations)``, where
     ``annotations`` is the dataset's sample before the pipeline, without the
     image: evaluation compares detections against those, in original pixels.
+    After ``seed_samples(seed)`` each item's randomness depends on the seed, the
+    epoch (``set_epoch``) and its index only (see ``detsdk.data.seeding``).
     """
 
     def __init__(self, dataset: Any, transforms: Sequence[Callable[[dict], dict]], keep_annotations: bool = False):
         self.dataset = dataset
         self.transforms = list(transforms)
         self.keep_annotations = keep_annotations
+        self.seed: int | None = None
+        self._epoch: torch.Tensor | None = None
+
+    def seed_samples(self, seed: int) -> None:
+        """Seed every item from ``(seed, epoch, index)``, whichever worker loads it."""
+        self.seed = seed
+        # Shared memory: persistent workers see the epoch the main process sets.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next items belong to (used by per-sample seeding)."""
+        if self._epoch is not None:
+            self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
+        if self.seed is not None:
+            with sample_seeded(self.seed, int(self._epoch), index):
+                return self._item(index)
+        return self._item(index)
+
+    def _item(self, index: int):
         sample = self.dataset[index]
         annotations = None
         if self.keep_annotations:
@@ -61,15 +84,17 @@ def collate(samples: list[dict]) -> tuple[torch.Tensor, list[dict], list[dict]]:
     """Stack images into a zero-padded ``B×3×H×W`` float tensor; targets and metas stay lists.
 
     Images may be uint8 (no ``normalize`` in the pipeline) or float32; each
-    target's ``image_size`` is the image's (h, w) before any padding.
+    target's ``image_size`` is the image's (h, w) before any padding. Samples whose
+    normalisation is deferred to the device (``DeferredNormalize``) stay uint8.
     """
     height = max(s["image"].shape[0] for s in samples)
     width = max(s["image"].shape[1] for s in samples)
-    images = torch.zeros((len(samples), 3, height, width), dtype=torch.float32)
+    deferred = all(s.get("meta", {}).get("normalize", {}).get("on_device") for s in samples)
+    images = torch.zeros((len(samples), 3, height, width), dtype=torch.uint8 if deferred else torch.float32)
     targets, metas = [], []
     for i, sample in enumerate(samples):
         image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
-        images[i, :, : image.shape[1], : image.shape[2]] = image.float()
+        images[i, :, : image.shape[1], : image.shape[2]] = image  # copy_ converts the dtype
         meta = sample.get("meta", {})
         img_shape = tuple(meta.get("img_shape", image.shape[1:]))
         target = {"image_size": (int(img_shape[0]), int(img_shape[1]))}
@@ -98,6 +123,7 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would oversubscribe the cores
 
 
 def build_loader(
@@ -110,8 +136,12 @@ def build_loader(
     rank: int = 0,
     world_size: int = 1,
     group_ids: Sequence[int] | None = None,
+    persistent_workers: bool = False,
+    prefetch_factor: int = 2,
 ) -> DataLoader:
     """A DataLoader over a pipeline dataset with a resumable epoch sampler.
+
+    ``persistent_workers`` and ``prefetch_factor`` apply with ``num_workers > 0`` only.
 
     ``rank``/``world_size`` give this process its share of the data (padded
     when shuffling for training, unpadded for evaluation; see ``EpochSampler``);
@@ -128,7 +158,8 @@ def build_loader(
         num_workers=num_workers,
         collate_fn=collate_with_annotations if dataset.keep_annotations else collate,
         worker_init_fn=_seed_worker,
-        persistent_workers=False,
+        persistent_workers=persistent_workers and num_workers > 0,
+        prefetch_factor=prefetch_factor if num_workers > 0 else None,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed + rank),  # worker seeds differ across ranks
     )
