@@ -1,0 +1,80 @@
+"""Run cityscapesscripts' instance-level evaluator (``evalInstanceLevelSemanticLabeling``) on files.
+
+The evaluator is called as the benchmark calls it, with its own arguments
+object copied from the module's defaults, so nothing global changes, and with
+every file it writes (``gtInstances.json``, ``matches.json``) kept in a work
+folder instead of the package or the current directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+
+import attrs
+import numpy as np
+
+from detsdk.errors import DataError
+
+
+@attrs.frozen
+class EvaluationResult:
+    """The evaluator's averages (``allAp``, ``allAp50%``, ``classes``) and its printed table."""
+
+    averages: dict
+    table: str
+
+
+class _NumpyWithIn1d:
+    """numpy as cityscapesscripts 2.3 uses it: ``np.in1d`` was removed in numpy 2.4 (``np.isin`` replaces it)."""
+
+    def __getattr__(self, name: str):
+        if name == "in1d":
+            return lambda a, b: np.isin(a, b).ravel()
+        return getattr(np, name)
+
+
+def _evaluator_module():
+    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as module
+
+    if not hasattr(np, "in1d") and not isinstance(module.np, _NumpyWithIn1d):
+        module.np = _NumpyWithIn1d()
+    return module
+
+
+def evaluate_instances(predictions: list[str], ground_truth: list[str], work_dir: str) -> EvaluationResult:
+    """Evaluate prediction text files against ``*_instanceIds.png`` files, pairwise in list order.
+
+    Each prediction file lists ``<mask png relative to the file> <label id> <score>``
+    per line; every mask must lie inside ``work_dir`` (the evaluator's prediction root).
+    """
+    module = _evaluator_module()
+    work_dir = os.path.abspath(work_dir)
+    args = copy.copy(module.args)
+    args.predictionPath = work_dir
+    args.predictionWalk = None
+    args.gtInstancesFile = os.path.join(work_dir, "gtInstances.json")
+    if os.path.exists(args.gtInstancesFile):
+        os.remove(args.gtInstancesFile)  # the evaluator would trust a cache from another evaluation
+    args.exportFile = os.path.join(work_dir, "resultInstanceLevelSemanticLabeling.json")
+    args.JSONOutput = False
+    args.quiet = True
+    args.colorized = False
+    output = io.StringIO()
+    previous = os.getcwd()
+    try:
+        os.chdir(work_dir)  # the evaluator writes matches.json into the current directory
+        with contextlib.redirect_stdout(output):
+            result = module.evaluateImgLists(
+                [os.path.abspath(p) for p in predictions], [os.path.abspath(g) for g in ground_truth], args
+            )
+            module.printResults(result["averages"], args)
+    except SystemExit:
+        # The evaluator reports bad input by printing "ERROR: ..." and exiting.
+        lines = [line for line in output.getvalue().splitlines() if line.strip()]
+        raise DataError(f"cityscapes evaluator: {lines[-1] if lines else 'stopped without a message'}") from None
+    finally:
+        os.chdir(previous)
+    return EvaluationResult(averages=result["averages"], table=output.getvalue())
