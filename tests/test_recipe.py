@@ -112,3 +112,17 @@ def test_unknown_plugin_in_base_is_named(tmp_path):
 
 def test_dict_recipes_take_overrides():
     assert load_recipe({"train": {"epochs": 2}}, ["train.epochs=3"]).data == {"train": {"epochs": 3}}
+
+
+def test_a_key_set_in_a_nested_base_names_that_base_not_the_outer_one(tmp_path):
+    inner = write(tmp_path / "_base/inner.toml", "[train]\nepochs = 4\n")
+    outer = write(tmp_path / "_base/outer.toml", "base = ['inner.toml']\n[runtime]\nseed = 1\n")
+    recipe = load_recipe(write(tmp_path / "r.toml", "base = ['_base/outer.toml']\n"))
+    assert recipe.source_of("train.epochs") == str(inner)
+    assert recipe.source_of("runtime.seed") == str(outer)
+
+
+def test_a_shipped_recipe_loads_directly_by_its_plugin_reference():
+    recipe = load_recipe("detsdk:faster_rcnn_r50_fpn_1x_coco.toml", ["train.epochs=1"])
+    assert recipe.data["model"]["type"] == "faster_rcnn" and recipe.data["train"]["epochs"] == 1
+    assert recipe.stem == "faster_rcnn_r50_fpn_1x_coco"

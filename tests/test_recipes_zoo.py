@@ -94,7 +94,7 @@ def test_a_user_recipe_inherits_a_shipped_one_and_overrides_it(tmp_path):
     assert config["model"]["box_head"]["score_thresh"] == 0.3 and config["model"]["box_head"]["fc_channels"] == 1024
     assert config["data"]["train"]["ann_file"] == "my/train.json" and config["data"]["train"]["filter_empty"] is True
     assert config["runtime"]["work_dir"] == ""  # the engine makes it runs/my_detector
-    assert recipe.source_of("train.epochs").endswith("recipes/faster_rcnn_r50_fpn_1x_coco.toml")
+    assert recipe.source_of("train.epochs").endswith("recipes/_base/schedules/schedule_1x.toml")  # the base that set it
     assert recipe.source_of("model.box_head.score_thresh") == str(user)
 
 

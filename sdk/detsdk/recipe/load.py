@@ -42,7 +42,7 @@ class Recipe:
 
 
 def load_recipe(source: str | Path | Mapping, overrides: Iterable[str] = ()) -> Recipe:
-    """Load a recipe file (or a dict), resolve ``base`` and apply ``key=value`` overrides.
+    """Load a recipe file, a ``plugin:path.toml`` a plugin ships, or a dict; resolve ``base``; apply overrides.
 
     >>> load_recipe({"train": {"epochs": 2}}, ["train.epochs=3"]).data["train"]["epochs"]
     3
@@ -52,7 +52,7 @@ def load_recipe(source: str | Path | Mapping, overrides: Iterable[str] = ()) -> 
         data = _resolve(dict(copy.deepcopy(source)), None, sources, ())
         path = None
     else:
-        path = Path(source)
+        path = _locate_base(str(source), None) if _is_plugin_reference(str(source)) else Path(source)
         data = _resolve(_read_toml(path), path, sources, (path.resolve(),))
     for override in overrides:
         key_path, value = parse_override(override)
@@ -105,19 +105,24 @@ def _resolve(data: dict, path: Path | None, sources: dict, chain: tuple[Path, ..
         raise RecipeError(f"{path or '<recipe>'}: key 'base': expected a list of recipe paths")
     merged: dict = {}
     for base in bases:
+        base_sources: dict[str, str] = {}  # each key keeps the file that set it, however deep the base
         base_path = _locate_base(base, path)
         if base_path.resolve() in chain:
             cycle = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
             raise RecipeError(f"circular inheritance: {cycle}")
         if not base_path.exists():
             raise RecipeError(f"{path or '<recipe>'}: base recipe not found: {base} (looked at {base_path})")
-        base_data = _resolve(_read_toml(base_path), base_path, sources, (*chain, base_path.resolve()))
-        merged = _merge(merged, base_data, str(base_path), sources, ())
+        base_data = _resolve(_read_toml(base_path), base_path, base_sources, (*chain, base_path.resolve()))
+        merged = _merge(merged, base_data, str(base_path), sources, (), base_sources)
     return _merge(merged, data, str(path) if path else "<recipe>", sources, ())
 
 
+def _is_plugin_reference(reference: str) -> bool:
+    return ":" in reference and not Path(reference).exists()
+
+
 def _locate_base(base: str, path: Path | None) -> Path:
-    if ":" in base and not Path(base).exists():
+    if _is_plugin_reference(base):
         from detsdk.plugins import get_registry
 
         return get_registry().recipe_path(base, where=str(path or "<recipe>"))
@@ -125,8 +130,13 @@ def _locate_base(base: str, path: Path | None) -> Path:
     return folder / base
 
 
-def _merge(into: dict, update: dict, origin: str, sources: dict, prefix: tuple) -> dict:
-    """Tables merge recursively; scalars and arrays replace; ``replace = true`` drops the inherited table."""
+def _merge(
+    into: dict, update: dict, origin: str, sources: dict, prefix: tuple, update_sources: Mapping[str, str] = {}
+) -> dict:  # noqa: B006 - never mutated
+    """Tables merge recursively; scalars and arrays replace; ``replace = true`` drops the inherited table.
+
+    Keys of ``update`` are recorded as set by ``origin``, or by ``update_sources[key]`` when that names it.
+    """
     result = dict(into)
     for key, value in update.items():
         key_path = ".".join((*prefix, key))
@@ -137,12 +147,12 @@ def _merge(into: dict, update: dict, origin: str, sources: dict, prefix: tuple) 
             if replace or not isinstance(inherited, dict):
                 for stale in [k for k in sources if k.startswith(key_path + ".")]:
                     del sources[stale]
-                result[key] = _merge({}, value, origin, sources, (*prefix, key))
+                result[key] = _merge({}, value, origin, sources, (*prefix, key), update_sources)
             else:
-                result[key] = _merge(inherited, value, origin, sources, (*prefix, key))
+                result[key] = _merge(inherited, value, origin, sources, (*prefix, key), update_sources)
         else:
             result[key] = copy.deepcopy(value)
-        sources[key_path] = origin
+        sources[key_path] = update_sources.get(key_path, origin)
     return result
 
 
