@@ -296,3 +296,25 @@ def test_fpn_unknown_norm_is_a_recipe_error_naming_the_choices():
 
     with pytest.raises(RecipeError, match=r"neck fpn: unknown norm 'batchnorm'.*valid: none, bn, gn"):
         FPN([64, 128], norm="batchnorm")
+
+
+def test_evaluate_takes_a_torchvision_state_dict_as_checkpoint_and_scores_as_the_original(tmp_path):
+    from conftest import tiny_recipe
+
+    from detsdk import Engine
+    from detsdk.engine.checkpoint import load_checkpoint
+
+    recipe = tiny_recipe(tmp_path / "run", train={"iters": 2, "optimizer": {"type": "sgd", "lr": 0.01}},
+                         runtime={"work_dir": str(tmp_path / "run"), "plot_samples": 0})
+    recipe["model"]["box_head"]["score_thresh"] = 0.0
+    Engine.from_recipe(recipe).fit()
+    own = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    # The same weights under torchvision's names: its backbone is backbone.body, its FPN backbone.fpn.
+    renamed = {("backbone.body." + k[len("backbone."):]) if k.startswith("backbone.") else
+               ("backbone.fpn." + k[len("neck.fpn."):]) if k.startswith("neck.fpn.") else k: v for k, v in own.items()}
+    assert not any(k.startswith("neck.") for k in renamed)
+    torch.save(renamed, tmp_path / "torchvision.pth")
+
+    expected = Engine.from_recipe(recipe).evaluate(checkpoint=tmp_path / "run" / "last.pt")
+    got = Engine.from_recipe(recipe).evaluate(checkpoint=tmp_path / "torchvision.pth")
+    assert got == expected and expected["bbox_mAP_50"] >= 0.0

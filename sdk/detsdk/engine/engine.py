@@ -34,8 +34,10 @@ from detsdk.engine.checkpoint import (
 from detsdk.engine.device import resolve_device
 from detsdk.engine.evaluation import run_evaluation
 from detsdk.engine.plots import draw_detections, plot_curves, save_grid
+from detsdk.engine.interop import to_detsdk
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
 from detsdk.engine.run_log import RunLog, write_metrics
+from detsdk.engine.tta import evaluate_with_tta, tta_settings
 from detsdk.errors import CheckpointError, DataError, RecipeError, TrainingError
 from detsdk.plugins import get_registry
 from detsdk.plugins.build import build_component
@@ -283,13 +285,26 @@ class Engine:
         dataset = self.dataset(split, keep_annotations=True).dataset
         model = self._ensure_model(list(dataset.classes), f"data.{split} ({self.config['data'][split]['type']})", dataset)
         if checkpoint is not None:
-            state = load_checkpoint(checkpoint)
+            # det-sdk, torchvision and MMDetection files alike: names are converted, then all must fit.
+            conversion = to_detsdk(model_state_of(load_checkpoint(checkpoint)))
+            if conversion.unplaced:
+                raise CheckpointError(
+                    f"{checkpoint}: {len(conversion.unplaced)} {conversion.source_format} weights have no det-sdk "
+                    f"counterpart: {', '.join(conversion.unplaced[:5])}"
+                )
             try:
                 model.load_state_dict(model_state_of(state))
             except RuntimeError as exc:
                 raise CheckpointError(
                     f"{checkpoint}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})"
                 ) from None
+        tta = tta_settings(self.config["eval"]["tta"])
+        if tta is not None:  # [eval] tta: here and in predict(), not in the evaluations during fit()
+            eval_set = self.dataset(split, keep_annotations=True)
+            batch_size = int(self.config["eval"]["batch_size"] or self.config["data"]["batch_size"])
+            metrics = evaluate_with_tta(model, eval_set, self._build_metric(eval_set.dataset), self.device, tta,
+                                        batch_size, int(self.config["data"]["num_workers"]))
+            return self._record_metrics(split, metrics)
         return self._evaluate_split(split)
 
     def _build_metric(self, dataset):
@@ -336,7 +351,8 @@ class Engine:
             build_component("transform", step, where=f"pipeline[{i}]")
             for i, step in enumerate(inference_pipeline_spec(self.config))
         ]
-        return Detector(self.model, transforms, self.classes, self.device, self.cat_ids)
+        return Detector(self.model, transforms, self.classes, self.device, self.cat_ids,
+                        tta=tta_settings(self.config["eval"]["tta"]))
 
     def predict(self, images, score_thr: float = 0.0):
         """Detect on an image array or path, or a list of them (see ``Detector.predict``)."""

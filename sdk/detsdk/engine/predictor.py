@@ -14,6 +14,7 @@ from torch import nn
 
 from detsdk.data.loader import apply_pipeline, collate
 from detsdk.engine.evaluation import to_original_coordinates
+from detsdk.engine.tta import TTASettings, detect_with_tta, tta_settings
 from detsdk.errors import CheckpointError, DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -75,9 +76,10 @@ class Detector:
     """
 
     def __init__(self, model: nn.Module, transforms: list, classes: list[str], device: torch.device,
-                 cat_ids: list[int] | None = None):
+                 cat_ids: list[int] | None = None, tta: TTASettings | None = None):
         self.model = model.to(device).eval()
         self.transforms = transforms
+        self.tta = tta
         self.classes = list(classes)
         self.device = device
         self.cat_ids = cat_ids
@@ -92,12 +94,15 @@ class Detector:
             image = read_image(item) if isinstance(item, (str, Path)) else np.ascontiguousarray(item)
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise DataError(f"expected an H×W×3 uint8 RGB image, got {image.dtype} array of shape {image.shape}")
-            samples.append(apply_pipeline({"image": image, "meta": {}}, self.transforms))
-        tensors, targets, metas = collate(samples)
-        outputs = self.model(tensors.to(self.device), image_sizes=[t["image_size"] for t in targets])
+            samples.append({"image": image, "meta": {}})
+        if self.tta is not None:
+            detections = detect_with_tta(self.model, samples, self.transforms, self.tta, self.device)
+        else:
+            tensors, targets, metas = collate([apply_pipeline(sample, self.transforms) for sample in samples])
+            outputs = self.model(tensors.to(self.device), image_sizes=[t["image_size"] for t in targets])
+            detections = [to_original_coordinates(output, meta) for output, meta in zip(outputs, metas)]
         results = []
-        for output, meta in zip(outputs, metas):
-            detection = to_original_coordinates(output, meta)
+        for detection in detections:
             keep = detection["scores"] >= score_thr
             results.append(
                 Detections(
@@ -146,4 +151,5 @@ def load_detector(checkpoint: str | Path, device: str | None = None) -> Detector
         build_component("transform", step, where=f"pipeline[{i}]")
         for i, step in enumerate(inference_pipeline_spec(recipe))
     ]
-    return Detector(model, transforms, classes, resolve_device(device or "auto"), state.get("cat_ids"))
+    tta = tta_settings(recipe.get("eval", {}).get("tta"))
+    return Detector(model, transforms, classes, resolve_device(device or "auto"), state.get("cat_ids"), tta=tta)

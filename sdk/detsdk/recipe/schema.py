@@ -27,7 +27,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "log_interval": 20,
         "grad_clip": 0.0,  # max gradient norm; 0 turns clipping off
     },
-    "eval": {"metric": {"type": "coco"}, "batch_size": 0},  # 0: data.batch_size
+    # batch_size 0: data.batch_size; tta {}: off (see detsdk.engine.tta for its keys)
+    "eval": {"metric": {"type": "coco"}, "batch_size": 0, "tta": {}},
     "runtime": {"work_dir": "", "seed": 0, "load_from": "", "device": "auto", "plot_samples": 8},
 }
 DATA_SPLITS = ("train", "val", "test")
@@ -109,6 +110,10 @@ def validate_recipe(recipe: Recipe, registry=None) -> None:
             _validate_component(recipe, registry, kind, train[key], f"train.{key}")
     if "metric" in data.get("eval", {}):
         _validate_component(recipe, registry, "metric", data["eval"]["metric"], "eval.metric")
+    if data.get("eval", {}).get("tta"):
+        from detsdk.engine.tta import tta_settings  # imports torch: only for recipes that ask for TTA
+
+        tta_settings(data["eval"]["tta"], where=f"{recipe.source_of('eval.tta')}: eval.tta")
 
 
 def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path: str) -> None:
