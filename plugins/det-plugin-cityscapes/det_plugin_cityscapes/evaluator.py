@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import os
 
 import attrs
@@ -36,12 +37,21 @@ class _NumpyWithIn1d:
         return getattr(np, name)
 
 
-def _evaluator_module():
-    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as module
+def _write_json(data: dict, path: str) -> None:
+    """cityscapesscripts' ``writeDict2JSON``, also for the numpy integers numpy 2 counts return."""
+    with open(path, "w") as f:
+        json.dump(data, f, default=lambda o: o.item() if isinstance(o, np.generic) else o.__dict__, sort_keys=True)
 
-    if not hasattr(np, "in1d") and not isinstance(module.np, _NumpyWithIn1d):
-        module.np = _NumpyWithIn1d()
-    return module
+
+@contextlib.contextmanager
+def _numpy2_compatible(module):
+    """Run the evaluator under numpy 2.4+ without changing what it computes; restore its globals after."""
+    saved = module.np, module.writeDict2JSON
+    module.np, module.writeDict2JSON = _NumpyWithIn1d(), _write_json
+    try:
+        yield
+    finally:
+        module.np, module.writeDict2JSON = saved
 
 
 def evaluate_instances(predictions: list[str], ground_truth: list[str], work_dir: str) -> EvaluationResult:
@@ -50,7 +60,8 @@ def evaluate_instances(predictions: list[str], ground_truth: list[str], work_dir
     Each prediction file lists ``<mask png relative to the file> <label id> <score>``
     per line; every mask must lie inside ``work_dir`` (the evaluator's prediction root).
     """
-    module = _evaluator_module()
+    from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as module
+
     work_dir = os.path.abspath(work_dir)
     args = copy.copy(module.args)
     args.predictionPath = work_dir
@@ -66,7 +77,7 @@ def evaluate_instances(predictions: list[str], ground_truth: list[str], work_dir
     previous = os.getcwd()
     try:
         os.chdir(work_dir)  # the evaluator writes matches.json into the current directory
-        with contextlib.redirect_stdout(output):
+        with contextlib.redirect_stdout(output), _numpy2_compatible(module):
             result = module.evaluateImgLists(
                 [os.path.abspath(p) for p in predictions], [os.path.abspath(g) for g in ground_truth], args
             )
