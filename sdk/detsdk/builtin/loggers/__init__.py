@@ -1,0 +1,1 @@
+"""Built-in loggers: implementations of the engine's event hooks."""
