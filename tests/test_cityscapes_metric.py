@@ -139,3 +139,18 @@ def test_metric_asks_for_masks_when_detections_have_none(val_set):
 
     with pytest.raises(DataError, match="the detections have no 'masks'"):
         _evaluate(CityscapesMetric(iou_types=["bbox"]), val_set, boxes_only)
+
+
+def test_a_class_whose_only_predictions_are_ignored_scores_0_instead_of_crashing(val_set):
+    # cityscapesScripts issue #89: a car predicted only on the (void) ego vehicle, while cars exist.
+    from det_plugin_cityscapes.metric import CityscapesMetric
+
+    def on_void_only(sample):
+        mask = np.zeros((1, *sample["masks"].shape[1:]), np.uint8)
+        mask[0, 60:, :] = 1
+        return {"boxes": np.array([[0, 60, 128, 64]], float), "scores": np.ones(1), "labels": np.array([2]),
+                "masks": mask}
+
+    metrics, samples = _evaluate(CityscapesMetric(classwise=True, iou_types=[]), val_set, on_void_only)
+    assert any((s["labels"][~s["iscrowd"]] == 2).any() for s in samples)
+    assert metrics["cityscapes_AP_car"] == 0.0 and metrics["cityscapes_AP"] == 0.0

@@ -28,12 +28,20 @@ class EvaluationResult:
     table: str
 
 
-class _NumpyWithIn1d:
-    """numpy as cityscapesscripts 2.3 uses it: ``np.in1d`` was removed in numpy 2.4 (``np.isin`` replaces it)."""
+class _PatchedNumpy:
+    """numpy as cityscapesscripts 2.3's instance evaluator needs it.
+
+    ``np.in1d`` was removed in numpy 2.4 (``np.isin`` replaces it). ``np.cumsum`` of
+    nothing gives ``[0]``: the evaluator crashes on ``cumsum(y_true)[-1]`` when a class
+    has ground truth and only ignored predictions (cityscapesScripts issue #89); with
+    ``[0]`` that class scores AP 0, as the fix ScanNet's copy of the code took.
+    """
 
     def __getattr__(self, name: str):
         if name == "in1d":
             return lambda a, b: np.isin(a, b).ravel()
+        if name == "cumsum":
+            return lambda a, *args, **kwargs: np.cumsum(a, *args, **kwargs) if np.size(a) else np.zeros(1)
         return getattr(np, name)
 
 
@@ -44,10 +52,10 @@ def _write_json(data: dict, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _numpy2_compatible(module):
-    """Run the evaluator under numpy 2.4+ without changing what it computes; restore its globals after."""
+def _patched(module):
+    """Run the evaluator with ``_PatchedNumpy`` and ``_write_json``; restore its globals after."""
     saved = module.np, module.writeDict2JSON
-    module.np, module.writeDict2JSON = _NumpyWithIn1d(), _write_json
+    module.np, module.writeDict2JSON = _PatchedNumpy(), _write_json
     try:
         yield
     finally:
@@ -77,7 +85,7 @@ def evaluate_instances(predictions: list[str], ground_truth: list[str], work_dir
     previous = os.getcwd()
     try:
         os.chdir(work_dir)  # the evaluator writes matches.json into the current directory
-        with contextlib.redirect_stdout(output), _numpy2_compatible(module):
+        with contextlib.redirect_stdout(output), _patched(module):
             result = module.evaluateImgLists(
                 [os.path.abspath(p) for p in predictions], [os.path.abspath(g) for g in ground_truth], args
             )
