@@ -56,8 +56,9 @@ def draw_detections(
     """Return an RGB copy of ``image`` with boxes, class names and scores (and masks) drawn.
 
     Images smaller than ``min_side`` are enlarged first, so labels do not hide small objects.
+    ``scores = None`` (ground truth) draws every box with its class name only.
     """
-    keep = np.asarray(scores) >= score_thr
+    keep = np.asarray(scores) >= score_thr if scores is not None else np.ones(len(labels), dtype=bool)
     zoom = max(1, min_side // max(1, min(image.shape[:2])))
     canvas = np.ascontiguousarray(image.copy())
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * zoom
@@ -70,12 +71,13 @@ def draw_detections(
             colour = np.array(PALETTE[int(label) % len(PALETTE)], dtype=np.float32)
             region = mask.astype(bool)
             canvas[region] = (0.5 * canvas[region] + 0.5 * colour).astype(np.uint8)
-    for box, label, score in zip(boxes[keep], np.asarray(labels)[keep], np.asarray(scores)[keep]):
+    shown_scores = np.asarray(scores)[keep] if scores is not None else [None] * int(keep.sum())
+    for box, label, score in zip(boxes[keep], np.asarray(labels)[keep], shown_scores):
         colour = PALETTE[int(label) % len(PALETTE)]
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
         name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
-        text = f"{name} {float(score):.2f}"
+        text = name if score is None else f"{name} {float(score):.2f}"
         (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
         top = max(y1 - height - 4, 0)
         cv2.rectangle(canvas, (x1, top), (x1 + width + 2, top + height + 4), colour, -1)
