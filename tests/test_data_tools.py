@@ -158,3 +158,11 @@ def test_a_split_the_recipe_lacks_is_one_line_and_exit_2(tmp_path, command):
                                       *map(str, args)])
     assert result.exit_code == 2
     assert "no data.val table (the recipe has train)" in result.output
+
+
+def test_check_of_a_repeat_dataset_checks_one_copy_without_calling_repeats_duplicates(tmp_path):
+    recipe = {"data": {"train": {"type": "repeat", "times": 3,
+                                 "dataset": {"type": "shapes", "num_images": 3, "image_size": 32}}}}
+    result = sdk("data", "check", write_recipe(tmp_path / "repeat.toml", recipe))
+    assert result.exit_code == 0, result.output
+    assert "3 images" in result.output.splitlines()[0]

@@ -292,13 +292,18 @@ def check_split(spec: dict, where: str) -> CheckReport:
 
     A ``coco``-family dataset with an ``ann_file`` is checked from its raw JSON
     (the generic ``classes``/``filter_empty``/``min_size`` keys are then not
-    applied); any other dataset is built and checked sample by sample.
+    applied); any other dataset is built and checked sample by sample (one
+    copy of a ``repeat`` dataset).
     """
     from detsdk.builtin.data.coco import CocoDataset
+    from detsdk.builtin.data.wrappers import RepeatDataset
     from detsdk.engine.build import build_dataset
     from detsdk.plugins import get_registry
 
     factory = get_registry().get("dataset", spec["type"], where=f"{where}.type").load()
     if "ann_file" in spec and isinstance(factory, type) and issubclass(factory, CocoDataset):
         return check_coco_file(str(spec["ann_file"]), str(spec.get("images", "")))
-    return check_dataset(build_dataset(spec, where), source=f"dataset {spec['type']}")
+    dataset = build_dataset(spec, where)
+    while isinstance(dataset, RepeatDataset):  # its repeats are wanted, not duplicates: check one copy
+        dataset = dataset.dataset
+    return check_dataset(dataset, source=f"dataset {spec['type']}")
