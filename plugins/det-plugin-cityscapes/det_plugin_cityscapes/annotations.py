@@ -68,20 +68,34 @@ def render_polygons(path: str) -> np.ndarray:
     return np.asarray(createInstanceImage(annotation, "ids"), dtype=np.int32)
 
 
-def extract_instances(instance_image: np.ndarray) -> Instances:
-    """The instances of the 8 classes in an instance image, in increasing id order."""
-    ids = np.unique(instance_image[instance_image >= FIRST_INSTANCE_LABEL_ID])
+def _instance_pixels(instance_image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, columns, and per pixel the index into the sorted ids, of every pixel of an evaluated instance."""
+    rows, cols = np.nonzero(instance_image >= FIRST_INSTANCE_LABEL_ID)
+    ids, inverse = np.unique(instance_image[rows, cols], return_inverse=True)
     label_ids = np.where(ids >= 1000, ids // 1000, ids)
     keep = np.isin(label_ids, LABEL_IDS)
-    ids, label_ids = ids[keep].astype(np.int64), label_ids[keep]
+    if not keep.all():  # caravan, trailer: instances, but not evaluated
+        new_index = np.cumsum(keep) - 1
+        pixel_kept = keep[inverse]
+        rows, cols, inverse = rows[pixel_kept], cols[pixel_kept], new_index[inverse[pixel_kept]]
+        ids = ids[keep]
+    return ids.astype(np.int64), rows, cols, inverse
+
+
+def extract_instances(instance_image: np.ndarray) -> Instances:
+    """The instances of the 8 classes in an instance image, in increasing id order."""
+    ids, rows, cols, inverse = _instance_pixels(instance_image)
     boxes = np.zeros((len(ids), 4), np.float32)
-    areas = np.zeros(len(ids), np.float32)
-    for i, instance_id in enumerate(ids):
-        mask = instance_image == instance_id
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    areas = np.bincount(inverse, minlength=len(ids)).astype(np.float32)
+    if len(ids):
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(areas[:-1]).astype(np.int64)])
         # The extent of the pixels, as pycocotools' toBbox gives it (x2 = last column + 1).
-        boxes[i] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
-        areas[i] = mask.sum()
+        boxes[:, 0] = np.minimum.reduceat(cols[order], starts)
+        boxes[:, 1] = np.minimum.reduceat(rows[order], starts)
+        boxes[:, 2] = np.maximum.reduceat(cols[order], starts) + 1
+        boxes[:, 3] = np.maximum.reduceat(rows[order], starts) + 1
+    label_ids = np.where(ids >= 1000, ids // 1000, ids)
     return Instances(
         ids=ids,
         labels=np.array([_LABEL_OF_ID[int(label_id)] for label_id in label_ids], np.int64),
@@ -91,8 +105,9 @@ def extract_instances(instance_image: np.ndarray) -> Instances:
     )
 
 
-def instance_masks(instance_image: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """N×H×W uint8 masks, one per instance id."""
-    if len(ids) == 0:
-        return np.zeros((0, *instance_image.shape), np.uint8)
-    return (instance_image[None] == np.asarray(ids)[:, None, None]).astype(np.uint8)
+def instance_masks(instance_image: np.ndarray) -> np.ndarray:
+    """N×H×W uint8 masks of the instances ``extract_instances`` finds, in the same order."""
+    ids, rows, cols, inverse = _instance_pixels(instance_image)
+    masks = np.zeros((len(ids), *instance_image.shape), np.uint8)
+    masks[inverse, rows, cols] = 1
+    return masks

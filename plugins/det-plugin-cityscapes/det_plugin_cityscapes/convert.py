@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from det_plugin_cityscapes.annotations import extract_instances, read_instance_image, render_polygons
+from det_plugin_cityscapes.annotations import extract_instances, instance_masks, read_instance_image, render_polygons
 from det_plugin_cityscapes.labels import CLASSES, LABEL_IDS
 from det_plugin_cityscapes.layout import Frame, available_splits, check_source, find_frames
 from detsdk.errors import DataError
@@ -82,8 +82,9 @@ def coco_ground_truth(items: Iterable[tuple[int, Frame, np.ndarray]]) -> dict:
             }
         )
         instances = extract_instances(instance_image)
-        for instance_id, label, crowd in zip(instances.ids, instances.labels, instances.iscrowd):
-            rle = mask_utils.encode(np.asfortranarray(instance_image == instance_id, dtype=np.uint8))
+        masks = instance_masks(instance_image)
+        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+        for rle, label, crowd in zip(rles, instances.labels, instances.iscrowd):
             annotation = {
                 "iscrowd": int(crowd),
                 "category_id": LABEL_IDS[int(label)],

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from det_plugin_cityscapes.annotations import extract_instances, instance_masks, read_instance_image, render_polygons
-from det_plugin_cityscapes.convert import coco_ground_truth
 from det_plugin_cityscapes.labels import CLASSES, LABEL_IDS
 from det_plugin_cityscapes.layout import Frame, find_frames
 from detsdk.builtin.data.coco import read_image
@@ -24,7 +23,12 @@ class CityscapesDataset:
     ``cat_ids`` are their Cityscapes label ids. Group regions (instance ids
     below 1000, e.g. a "cargroup" polygon) are kept with ``iscrowd`` True.
     Boxes are the extent of each instance's pixels; ``areas`` its pixel count.
-    ``meta["image_id"]`` is the frame's position in the split's sorted file list.
+    ``meta["image_id"]`` is the frame's position in the split's sorted file list
+    (the image id ``sdk cityscapes convert`` gives it).
+
+    There is no ``coco_gt``: the ``coco`` metric builds the same ground truth
+    from the samples it evaluates, and a lazily built one would be read whole
+    by wrappers such as ``repeat`` (every training frame's masks RLE-encoded).
 
     Args:
         root: the Cityscapes root folder (holding ``leftImg8bit/`` and ``gtFine/``).
@@ -57,22 +61,12 @@ class CityscapesDataset:
             indexed = [(i, f) for i, f in indexed if not extract_instances(self.instance_image(f)).iscrowd.all()]
         self.image_ids: list[int] = [i for i, _ in indexed]
         self.frames: list[Frame] = [f for _, f in indexed]
-        self._coco_gt: dict | None = None
 
     def instance_image(self, frame: Frame) -> np.ndarray:
         """The frame's H×W instance-id image, read or rendered from polygons."""
         if self.annotations == "polygons":
             return render_polygons(frame.polygons)
         return read_instance_image(frame.instance_ids)
-
-    @property
-    def coco_gt(self) -> dict:
-        """The split as a COCO-format dict (what ``sdk cityscapes convert`` writes), built on first use."""
-        if self._coco_gt is None:
-            self._coco_gt = coco_ground_truth(
-                [(image_id, frame, self.instance_image(frame)) for image_id, frame in zip(self.image_ids, self.frames)]
-            )
-        return self._coco_gt
 
     def __len__(self) -> int:
         """Number of frames (after ``filter_empty``)."""
@@ -110,7 +104,7 @@ class CityscapesDataset:
             },
         }
         if self.with_masks:
-            sample["masks"] = instance_masks(instance_image, instances.ids)
+            sample["masks"] = instance_masks(instance_image)
         return sample
 
     def __repr__(self) -> str:
