@@ -55,9 +55,12 @@ def detsdk_register_detectors(register):
 
 @hookimpl
 def detsdk_register_datasets(register):
-    """COCO files and the synthetic shapes dataset."""
+    """COCO files, the middle format, the synthetic shapes dataset and the repeat/concat wrappers."""
     register("coco", f"{_B}.data.coco:CocoDataset", description="COCO-format annotations (boxes, crowd as ignore)")
     register("shapes", f"{_B}.data.shapes:ShapesDataset", description="Synthetic shapes, written once as COCO")
+    register("middle", f"{_B}.data.middle:MiddleDataset", description="MMDetection's middle format (JSON list)")
+    register("repeat", f"{_B}.data.wrappers:RepeatDataset", description="A nested dataset repeated N times")
+    register("concat", f"{_B}.data.wrappers:ConcatDataset", description="Nested datasets one after another")
 
 
 @hookimpl

@@ -103,4 +103,8 @@ def stats_command(recipe, split, overrides, out_dir):
         click.echo(f"wrote {path}")
 
 
+from detsdk.cli.data_convert import convert  # noqa: E402  (in its own module; registered on the group here)
+
+data_group.add_command(convert)
+
 COMMANDS = [data_group]

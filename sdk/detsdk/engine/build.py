@@ -7,10 +7,13 @@ from typing import Any
 
 from torch import nn
 
+from detsdk.builtin.data.wrappers import SelectedDataset
 from detsdk.data.loader import PipelineDataset
 from detsdk.errors import RecipeError
+from detsdk.plugins import get_registry
 from detsdk.plugins.build import build_component
 from detsdk.recipe.load import Recipe
+from detsdk.recipe.schema import GENERIC_DATASET_KEYS, NESTED_DATASET_KEYS
 
 
 def build_transforms(spec: dict, key_path: str) -> list:
@@ -22,11 +25,28 @@ def build_transforms(spec: dict, key_path: str) -> list:
 
 
 def build_dataset(spec: dict, key_path: str) -> Any:
-    """The dataset of a ``data.<split>`` table, without its pipeline."""
+    """The dataset of a ``data.<split>`` table (or of a table nested in a wrapper), without its pipeline.
+
+    Nested dataset tables (``dataset``, ``datasets``) are built first, the same
+    way; the generic keys (``classes``, ``filter_empty``, ``min_size``) that the
+    factory does not take itself are applied around what it returns.
+    """
+    own = {p.name for p in get_registry().get("dataset", spec.get("type"), where=f"{key_path}.type").parameters()}
     params = {k: v for k, v in spec.items() if k != "pipeline"}
+    generic = {k: params.pop(k) for k in GENERIC_DATASET_KEYS if k in params and k not in own}
+    # filter_empty must count what is left after the class subset and min_size, so it runs after them.
+    if "filter_empty" in params and generic.keys() & {"classes", "min_size"}:
+        generic["filter_empty"] = params.pop("filter_empty")
+    for key in NESTED_DATASET_KEYS:
+        if key in own and isinstance(params.get(key), dict):
+            params[key] = build_dataset(params[key], f"{key_path}.{key}")
+        elif key in own and isinstance(params.get(key), list):
+            params[key] = [build_dataset(table, f"{key_path}.{key}[{i}]") for i, table in enumerate(params[key])]
     dataset = build_component("dataset", params, where=key_path)
     if not hasattr(dataset, "classes"):
         raise RecipeError(f"{key_path}: dataset '{spec['type']}' has no 'classes' attribute (see CONTRIBUTING.md)")
+    if generic:
+        dataset = SelectedDataset(dataset, **generic, where=key_path)
     return dataset
 
 

@@ -36,6 +36,12 @@ DATA_SPLITS = ("train", "val", "test")
 # (a detector may have no neck, and num_classes defaults to "auto").
 ENGINE_BUILT = {"backbone", "neck", "num_classes"}
 
+# Keys every dataset table takes; the engine applies those its factory does not take itself
+# (detsdk.builtin.data.wrappers.SelectedDataset), with these defaults.
+GENERIC_DATASET_KEYS: dict[str, Any] = {"classes": None, "filter_empty": False, "min_size": 0.0}
+# Dataset parameters that hold nested dataset tables (wrappers): one table, or an array of them.
+NESTED_DATASET_KEYS = ("dataset", "datasets")
+
 # Arguments the engine passes itself; a recipe may not set them.
 INJECTED = {
     "backbone": set(),
@@ -127,6 +133,11 @@ def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path
         item_path = f"{key_path}.{key}"
         if key == "type" or (kind == "dataset" and key == "pipeline"):
             continue
+        if kind == "dataset" and key in GENERIC_DATASET_KEYS and key not in parameters:
+            _check_generic_dataset_key(recipe, item_path, value)
+            continue
+        if kind == "dataset" and key in NESTED_DATASET_KEYS and key in parameters:
+            _validate_nested_datasets(recipe, registry, value, item_path)
         if key in INJECTED[kind]:
             raise RecipeError(f"{recipe.source_of(item_path)}: '{item_path}' is set by the engine; remove it")
         if key not in parameters and not open_ended:
@@ -161,6 +172,33 @@ def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path
     ]
     if missing:
         raise RecipeError(f"{source}: {kind} '{spec['type']}' at {key_path} needs {', '.join(missing)}")
+
+
+def _check_generic_dataset_key(recipe: Recipe, key_path: str, value: Any) -> None:
+    """``classes`` must be distinct names; ``filter_empty`` a bool; ``min_size`` a number >= 0."""
+    if key_path.endswith(".classes"):
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise RecipeError(f"{recipe.source_of(key_path)}: '{key_path}' = {value!r}: expected a non-empty array of class names")
+        if len(set(value)) != len(value):
+            raise RecipeError(f"{recipe.source_of(key_path)}: '{key_path}' lists a class more than once")
+        return
+    default = GENERIC_DATASET_KEYS[key_path.rsplit(".", 1)[1]]
+    _check_value_type(recipe, key_path, value, default)
+    if key_path.endswith(".min_size") and value < 0:
+        raise RecipeError(f"{recipe.source_of(key_path)}: '{key_path}' = {value!r}: expected a number >= 0 (pixels)")
+
+
+def _validate_nested_datasets(recipe: Recipe, registry, value: Any, key_path: str) -> None:
+    """Validate a wrapper's ``dataset`` table or ``datasets`` array like a top-level dataset table."""
+    tables = value if isinstance(value, list) else [value]
+    paths = [f"{key_path}[{i}]" for i in range(len(tables))] if isinstance(value, list) else [key_path]
+    for table, path in zip(tables, paths):
+        if isinstance(table, dict) and "pipeline" in table:
+            raise RecipeError(
+                f"{recipe.source_of(path)}: '{path}.pipeline': a nested dataset has no pipeline of its own; "
+                "put it on the outer data.<split> table"
+            )
+        _validate_component(recipe, registry, "dataset", table, path)
 
 
 _ACCEPTED_TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
