@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from detsdk.cli.options import debug_option
+from detsdk.errors import DetSDKError, RecipeError
 
 recipe_argument = click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 
@@ -26,17 +32,74 @@ def engine_options(function):
 @recipe_argument
 @engine_options
 @click.option("--resume", is_flag=True, help="Continue from <work_dir>/last.pt.")
-def run_command(recipe, overrides, work_dir, device, resume):
+@click.option("--nproc", type=int, default=None,
+              help="Train with N processes on this node (DDP through torchrun): one per GPU, or gloo on the CPU.")
+@click.option("--nnodes", default="1", show_default=True, help="Nodes taking part (torchrun --nnodes).")
+@click.option("--node-rank", type=int, default=0, show_default=True, help="This node's rank (torchrun --node-rank).")
+@click.option("--rdzv-endpoint", default="", metavar="HOST:PORT",
+              help="Where the nodes meet (torchrun --rdzv-endpoint); needed with --nnodes > 1.")
+@click.pass_context
+def run_command(ctx, recipe, overrides, work_dir, device, resume, nproc, nnodes, node_rank, rdzv_endpoint):
     """Train the detector RECIPE describes, then evaluate it."""
-    from detsdk.engine import Engine
+    if nproc is not None:
+        from detsdk.engine import distributed, launch
 
-    engine = Engine.from_recipe(recipe, overrides, work_dir=work_dir, device=device)
-    metrics = engine.fit(resume=resume)
-    click.echo(f"work dir: {engine.work_dir}")
-    if metrics:
-        click.echo(f"metrics: {engine.work_dir / 'metrics.json'}")
-    click.echo(f"checkpoints: {engine.work_dir / 'best.pt'}, {engine.work_dir / 'last.pt'}")
-    click.echo(f"plots: {engine.work_dir / 'plots'}")
+        if distributed.launched_by_torchrun():
+            raise RecipeError("--nproc starts torchrun itself; inside torchrun, leave it out")
+        worker = ["--debug"] if (ctx.obj or {}).get("debug") else []
+        worker += ["run", str(recipe), *(f"--set={o}" for o in overrides)]
+        worker += [f"--work-dir={work_dir}"] * bool(work_dir) + [f"--device={device}"] * bool(device)
+        worker += ["--resume"] * resume
+        arguments = launch.torchrun_arguments(nproc, worker, nnodes, node_rank, rdzv_endpoint)
+        ctx.exit(launch.launch(arguments, nproc))
+    from detsdk.engine import Engine, distributed
+
+    with errors_name_the_rank((ctx.obj or {}).get("debug", False)):
+        engine = Engine.from_recipe(recipe, overrides, work_dir=work_dir, device=device)
+        metrics = engine.fit(resume=resume)
+        main_process = distributed.is_main_process()
+        distributed.destroy()
+    if main_process:
+        click.echo(f"work dir: {engine.work_dir}")
+        if metrics:
+            click.echo(f"metrics: {engine.work_dir / 'metrics.json'}")
+        click.echo(f"checkpoints: {engine.work_dir / 'best.pt'}, {engine.work_dir / 'last.pt'}")
+        click.echo(f"plots: {engine.work_dir / 'plots'}")
+
+
+@contextlib.contextmanager
+def errors_name_the_rank(debug: bool = False) -> Iterator[None]:
+    """Under torchrun, make a failure say which rank it happened on, and end this process.
+
+    A user error (``DetSDKError``) is raised again with ``rank R:`` in front,
+    for the CLI to print on one line and exit 2. A rank that lost contact
+    with a failed one says so on one line and exits 1. Any other exception
+    prints its traceback and ``error: rank R: <Type>: <message>``, then exits
+    1. Either way torchrun's agent sees a failed rank and stops the others.
+    """
+    from detsdk.engine import distributed
+
+    if not distributed.launched_by_torchrun():
+        yield
+        return
+    rank = os.environ.get("RANK", "?")
+    try:
+        yield
+    except DetSDKError as exc:
+        from detsdk.cli.main import one_line  # main imports this module
+
+        raise type(exc)(f"rank {rank}: {one_line(exc)}") from (exc if debug else None)
+    except Exception as exc:
+        if debug:
+            raise
+        if distributed.lost_contact(exc):  # not this rank's fault: the failing rank says why
+            click.echo(f"error: rank {rank}: stopped: lost contact with another rank, which failed or was stopped",
+                       err=True)
+            sys.exit(1)
+        traceback.print_exc()
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        click.echo(f"error: rank {rank}: {type(exc).__name__}: {first_line}", err=True)
+        sys.exit(1)
 
 
 @click.command("eval")
@@ -47,15 +110,18 @@ def run_command(recipe, overrides, work_dir, device, resume):
               help="Saved COCO-format detections to score (no model, no images).")
 def eval_command(recipe, overrides, work_dir, device, checkpoint, results):
     """Evaluate a checkpoint, or saved detections, on the recipe's test (else val) split."""
-    from detsdk.engine import Engine
-    from detsdk.errors import RecipeError
+    from detsdk.engine import Engine, distributed
 
     if (checkpoint is None) == (results is None):
         raise RecipeError("sdk eval: give exactly one of --checkpoint FILE or --results FILE.json")
-    engine = Engine.from_recipe(recipe, overrides, work_dir=work_dir, device=device)
-    metrics = engine.evaluate_results(results) if results else engine.evaluate(checkpoint)
-    click.echo(json.dumps(metrics, indent=2))
-    click.echo(f"written to {engine.work_dir / 'metrics.json'}")
+    with errors_name_the_rank():
+        engine = Engine.from_recipe(recipe, overrides, work_dir=work_dir, device=device)
+        metrics = engine.evaluate_results(results) if results else engine.evaluate(checkpoint)
+        main_process = distributed.is_main_process()
+        distributed.destroy()
+    if main_process:
+        click.echo(json.dumps(metrics, indent=2))
+        click.echo(f"written to {engine.work_dir / 'metrics.json'}")
 
 
 @click.command("predict")

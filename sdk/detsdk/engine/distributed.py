@@ -117,6 +117,13 @@ def broadcast_buffers(module: nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def lost_contact(exc: BaseException) -> bool:
+    """True for a collective that failed because another rank is gone (it failed first, or was stopped)."""
+    if isinstance(exc, dist.DistNetworkError):
+        return True
+    return any(text in str(exc) for text in ("Connection closed by peer", "Connection reset by peer"))
+
+
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """``train.sync_bn``: BatchNorm layers that average their statistics over every rank's batch.
 
@@ -150,16 +157,17 @@ class _DetectorDDP(DistributedDataParallel):
 def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
     """The module that training calls: ``model`` itself with one process, else a DDP wrapper around it.
 
-    DDP averages gradients over ranks during ``backward``. Buffers are not
-    re-broadcast at every forward (Detectron2's choice): checkpoints come
-    from rank 0 and ``broadcast_buffers`` aligns them before evaluation.
+    DDP averages gradients over ranks during ``backward``. Buffers are synced
+    once, at the start, not before every forward (Detectron2's choice):
+    checkpoints come from rank 0, and ``broadcast_buffers`` aligns every rank
+    with it before evaluation.
     """
     if get_world_size() == 1:
         return model
     return _DetectorDDP(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False,
+        forward_sync_buffers=False,
         find_unused_parameters=find_unused_parameters,
     )
 

@@ -122,6 +122,14 @@ class CocoDataset:
         sample["meta"]["ori_shape"] = tuple(image.shape[:2])
         return sample
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of image ``index`` from its record in the JSON, reading no file.
+
+        Aspect-ratio grouping (``data.group_by_aspect_ratio``) asks every image's size this way.
+        """
+        info = self._image_infos[index]
+        return int(info["height"]), int(info["width"])
+
     def get_annotations(self, index: int) -> dict:
         """The sample at ``index`` without ``image``, never reading the image file.
 
