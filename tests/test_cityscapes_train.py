@@ -63,4 +63,17 @@ def test_mask_rcnn_recipe_trains_and_ranks_checkpoints_by_the_official_ap(tmp_pa
     assert {"bbox_mAP", "segm_mAP", "segm_mAP_50"} <= metrics.keys()
     assert all(value == -1.0 or 0.0 <= value <= 1.0 for value in metrics.values())
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == metrics
-    assert (tmp_path / "run" / "best.pt").exists()
+    assert (tmp_path / "run" / "best.pt").exists() and engine.best_score == metrics["cityscapes_AP"]
+
+
+def test_faster_rcnn_recipe_reads_no_masks_and_scores_coco_boxes(cityscapes_plugin):
+    from detsdk.recipe import load_recipe, validate_recipe
+
+    recipe = load_recipe({"base": ["cityscapes:faster_rcnn_r50_fpn_1x_cityscapes.toml"]})
+    validate_recipe(recipe)
+    data = recipe.data
+    assert data["model"]["type"] == "faster_rcnn" and "mask_head" not in data["model"]
+    assert data["data"]["train"]["type"] == "repeat" and data["data"]["train"]["times"] == 8
+    assert data["data"]["train"]["dataset"]["with_masks"] is False and data["data"]["val"]["with_masks"] is False
+    assert data["eval"]["metric"] == {"type": "coco", "iou_types": ["bbox"]}
+    assert data["train"]["scheduler"]["milestones"] == [7] and data["train"]["epochs"] == 8
