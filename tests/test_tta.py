@@ -119,6 +119,29 @@ def test_merge_keeps_each_winner_with_its_own_mask():
     assert len(merge_detections(found, 0.5, max_per_image=1)["scores"]) == 1
 
 
+class RedMaskDetector(RedBlobDetector):
+    """Like ``RedBlobDetector``, with Mask R-CNN's output masks: N×1×H×W probabilities in input pixels."""
+
+    def forward(self, images, image_sizes):
+        outputs = super().forward(images, image_sizes)
+        for output, image in zip(outputs, images):
+            red = ((image[0] > 128) & (image[1] < 128)).float()
+            output["masks"] = torch.stack([red, red])[:, None]
+        return outputs
+
+
+def test_masks_come_back_on_the_original_object_through_scales_and_flips():
+    image = red_rectangle_image()
+    settings = TTASettings(scales=((100, 75), (160, 120)), flip=True)
+    pipeline = [Resize(scale=[1333, 800]), Pad(size_divisor=32)]
+    result = detect_with_tta(RedMaskDetector().eval(), [{"image": image, "meta": {}}], pipeline, settings,
+                             torch.device("cpu"))[0]
+    truth = np.all(image == (255, 0, 0), axis=2)
+    assert result["masks"].shape == (2, 60, 80)
+    for mask in result["masks"]:
+        assert (mask.astype(bool) == truth).mean() > 0.99 and mask[truth].all()
+
+
 def count_forward_calls(model: nn.Module) -> list[int]:
     calls = [0]
     model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
