@@ -118,6 +118,19 @@ def test_perturbed_predictions_score_as_cityscapesscripts_evaluator_called_by_ha
     assert metrics["cityscapes_AP50"] == pytest.approx(by_hand["averages"]["allAp50%"], abs=1e-12)
 
 
+def test_relative_dataset_and_results_paths_evaluate_the_same(val_set, tmp_path, monkeypatch):
+    from det_plugin_cityscapes.dataset import CityscapesDataset
+    from det_plugin_cityscapes.metric import CityscapesMetric
+
+    absolute, _ = _evaluate(CityscapesMetric(), val_set, lambda s: _perturbed(s, np.random.default_rng(2)))
+    monkeypatch.chdir(tmp_path)
+    relative_set = CityscapesDataset("cityscapes", split="val")
+    metric = CityscapesMetric(results_dir="kept")
+    relative, _ = _evaluate(metric, relative_set, lambda s: _perturbed(s, np.random.default_rng(2)))
+    assert relative == absolute
+    assert len(list((tmp_path / "kept").glob("*_pred.txt"))) == len(relative_set)
+
+
 def test_metric_reads_ground_truth_from_gt_dir_for_the_converted_coco_json(val_set, tmp_path):
     from det_plugin_cityscapes.convert import convert_to_coco
     from det_plugin_cityscapes.metric import CityscapesMetric

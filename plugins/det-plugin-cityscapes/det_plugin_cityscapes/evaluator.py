@@ -1,9 +1,10 @@
 """Run cityscapesscripts' instance-level evaluator (``evalInstanceLevelSemanticLabeling``) on files.
 
 The evaluator is called as the benchmark calls it, with its own arguments
-object copied from the module's defaults, so nothing global changes, and with
-every file it writes (``gtInstances.json``, ``matches.json``) kept in a work
-folder instead of the package or the current directory.
+object copied from the module's defaults, and with every file it writes
+(``gtInstances.json``, ``matches.json``) kept in a work folder instead of the
+package or the current directory. Its module globals are patched only while
+it runs (see ``_PatchedNumpy``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def evaluate_instances(predictions: list[str], ground_truth: list[str], work_dir
     """
     from cityscapesscripts.evaluation import evalInstanceLevelSemanticLabeling as module
 
+    # Absolute before the chdir below: dataset paths are usually relative to the current directory.
     work_dir = os.path.abspath(work_dir)
+    predictions = [os.path.abspath(p) for p in predictions]
+    ground_truth = [os.path.abspath(g) for g in ground_truth]
     args = copy.copy(module.args)
     args.predictionPath = work_dir
     args.predictionWalk = None
@@ -86,9 +90,7 @@ def evaluate_instances(predictions: list[str], ground_truth: list[str], work_dir
     try:
         os.chdir(work_dir)  # the evaluator writes matches.json into the current directory
         with contextlib.redirect_stdout(output), _patched(module):
-            result = module.evaluateImgLists(
-                [os.path.abspath(p) for p in predictions], [os.path.abspath(g) for g in ground_truth], args
-            )
+            result = module.evaluateImgLists(predictions, ground_truth, args)
             module.printResults(result["averages"], args)
     except SystemExit:
         # The evaluator reports bad input by printing "ERROR: ..." and exiting.
