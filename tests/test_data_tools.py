@@ -13,6 +13,7 @@ from conftest import write_recipe
 from detsdk.cli.main import cli
 from detsdk.data.browse import displayable
 from detsdk.data.check import check_dataset
+from detsdk.errors import DataError
 
 CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
 
@@ -122,6 +123,31 @@ def test_check_dataset_catches_each_item_error_and_lists_every_problem():
         "item 5": ["OSError: disk on fire"],
     }
     assert (report.boxes[0], report.boxes[1], report.images_with[1]) == (1, 1, 1)
+
+
+class DeclaringDataset(InMemoryDataset):
+    """Annotations (``get_annotations``) declare each image's size; item 1's image cannot be read."""
+
+    def get_annotations(self, index):
+        boxes = [[1, 1, 5, 5]] if index == 0 else [[10, 10, 50, 15]]
+        return {"boxes": np.array(boxes, np.float32), "labels": np.array([0]),
+                "meta": {"file": f"{index}.png", "ori_shape": (25, 30)}}
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        if index == 1:
+            raise DataError("cannot decode image file 1.png")
+        return {**self.get_annotations(index), "image": np.zeros((20, 30, 3), np.uint8)}
+
+
+def test_check_dataset_compares_declared_sizes_and_checks_boxes_of_unreadable_images():
+    assert check_dataset(DeclaringDataset()).by_file() == {
+        "0.png": ["image is 30x20 (w x h) but its annotations declare 30x25"],
+        "1.png": ["cannot decode image file 1.png",
+                  "box 0: box [10, 10, 50, 15] is outside the 30x25 image (w x h)"],
+    }
 
 
 def test_browse_writes_the_requested_number_of_drawn_images(tmp_path):

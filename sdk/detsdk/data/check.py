@@ -154,10 +154,12 @@ def check_dataset(dataset: Any, source: str = "dataset") -> CheckReport:
     report = CheckReport(source=source, classes=[str(c) for c in dataset.classes], num_images=len(dataset))
     duplicates = _Duplicates()
     for index in range(len(dataset)):
-        file, sample, image = f"item {index}", None, None
+        file, declared, sample, image = f"item {index}", None, None, None
         try:
-            sample = dataset.get_annotations(index) if hasattr(dataset, "get_annotations") else None
-            file = str((sample or {}).get("meta", {}).get("file") or file)
+            if hasattr(dataset, "get_annotations"):  # what the annotations say, before reading the image
+                sample = dataset.get_annotations(index)
+                file = str(sample.get("meta", {}).get("file") or file)
+                declared = sample.get("meta", {}).get("ori_shape")
             loaded = dataset[index]
             file = str(loaded.get("meta", {}).get("file") or file)
             sample, image = loaded, loaded["image"]
@@ -168,10 +170,13 @@ def check_dataset(dataset: Any, source: str = "dataset") -> CheckReport:
         repeated = duplicates.file(file, index) if file != f"item {index}" else None
         if repeated:
             report.add(file, repeated)
-        declared = sample.get("meta", {}).get("ori_shape")
-        shape = tuple(image.shape[:2]) if image is not None else declared
-        if image is not None and not repeated:
-            same = duplicates.image(file, image)
+        shape = tuple(declared) if declared is not None else None
+        if image is not None:
+            if shape is not None and tuple(image.shape[:2]) != shape:
+                report.add(file, f"image is {image.shape[1]}x{image.shape[0]} (w x h) but its annotations declare "
+                                 f"{shape[1]}x{shape[0]}")
+            shape = tuple(image.shape[:2])
+            same = None if repeated else duplicates.image(file, image)
             if same:
                 report.add(file, same)
         n = len(np.asarray(sample.get("boxes", np.zeros((0, 4)))).reshape(-1, 4))
