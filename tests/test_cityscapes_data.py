@@ -66,7 +66,7 @@ def make_cityscapes_tree(root: Path, frames: dict = FRAMES, seed: int = 0) -> di
 
 
 def _render(polygons: Path, instance_ids: Path, label_ids: Path) -> None:
-    """``json2instanceImg`` and ``json2labelImg``, saving 16/8-bit PNGs (their own save needs Pillow < 11)."""
+    """``json2instanceImg`` and ``json2labelImg``, saving 16/8-bit PNGs (their own save fails with Pillow 13)."""
     from cityscapesscripts.helpers.annotation import Annotation
     from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
     from cityscapesscripts.preparation.json2labelImg import createLabelImage

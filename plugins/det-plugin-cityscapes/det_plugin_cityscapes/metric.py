@@ -34,6 +34,10 @@ from detsdk.builtin.evaluation.coco_metric import CocoMetric
 from detsdk.errors import DataError
 
 
+# Up to 100 full-size mask PNGs per image: favour speed over size.
+_FAST_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+
+
 class CityscapesMetric:
     """Cityscapes' official instance-segmentation AP, plus COCO AP on the same detections.
 
@@ -114,7 +118,7 @@ class CityscapesMetric:
                 raise DataError("metric 'cityscapes': a sample has no meta['file'] (the image path)")
             name = _frame_name(meta["file"])
             ground_truth = self._ground_truth_file(meta, name)
-            self._pairs[image_id] = (self._write_predictions(name, detection), ground_truth)
+            self._pairs[image_id] = (self._write_predictions(name, detection, meta.get("ori_shape")), ground_truth)
         if self._coco is not None:
             self._coco.process(samples, detections)
 
@@ -136,7 +140,7 @@ class CityscapesMetric:
             path = rendered
         return path
 
-    def _write_predictions(self, name: str, detection: dict) -> str:
+    def _write_predictions(self, name: str, detection: dict, size: tuple[int, int] | None) -> str:
         if detection.get("masks") is None:
             raise DataError(
                 "metric 'cityscapes': the detections have no 'masks'; the official metric evaluates instance "
@@ -147,6 +151,11 @@ class CityscapesMetric:
         scores = np.asarray(detection["scores"]).reshape(-1)
         if not len(masks) == len(labels) == len(scores):
             raise DataError(f"metric 'cityscapes': {name}: detection masks, labels and scores differ in length")
+        if len(masks) and size is not None and masks.shape[1:] != tuple(size):
+            raise DataError(
+                f"metric 'cityscapes': {name}: detection masks are {masks.shape[1:]}, the image is {tuple(size)}; "
+                "masks must be pasted at the original image size"
+            )
         folder = self._folder()
         os.makedirs(os.path.join(folder, "masks"), exist_ok=True)
         lines = []
@@ -156,7 +165,7 @@ class CityscapesMetric:
             if not mask.any():
                 continue  # the evaluator skips empty masks too
             relative = f"masks/{name}_{index}.png"
-            cv2.imwrite(os.path.join(folder, relative), (mask > 0).astype(np.uint8) * 255)
+            cv2.imwrite(os.path.join(folder, relative), (mask > 0).astype(np.uint8) * 255, _FAST_PNG)
             lines.append(f"{relative} {self._label_ids[int(label)]} {float(score)!r}\n")
         path = os.path.join(folder, f"{name}_pred.txt")
         Path(path).write_text("".join(lines), encoding="utf-8")
