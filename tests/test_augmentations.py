@@ -235,3 +235,24 @@ def test_recipe_refuses_train_only_transforms_outside_data_train():
     })
     with pytest.raises(RecipeError, match=r"data\.val\.pipeline\[0\].*'expand' is train-only"):
         validate_recipe(recipe)
+
+
+def test_a_recipe_trains_with_every_new_augmentation(tmp_path):
+    from conftest import tiny_recipe
+
+    from detsdk.engine import Engine
+
+    recipe = tiny_recipe(tmp_path, train={"iters": 2, "optimizer": {"type": "sgd", "lr": 0.001}})
+    recipe["data"]["train"]["pipeline"] = [
+        {"type": "expand", "ratio_range": [1, 2]},
+        {"type": "min_iou_random_crop"},
+        {"type": "random_crop", "crop_size": [0.8, 0.8], "crop_type": "relative_range"},
+        {"type": "resize", "scale": [[64, 48], [96, 72]], "multiscale_mode": "value"},
+        {"type": "cutout", "n_holes": [0, 2], "cutout_shape": [8, 8]},
+        {"type": "normalize"},
+        {"type": "pad", "size_divisor": 32},
+    ]
+    recipe["runtime"]["plot_samples"] = 0
+    engine = Engine.from_recipe(recipe)
+    engine.fit()
+    assert engine.iteration == 2
