@@ -65,7 +65,7 @@ def detsdk_register_datasets(register):
 
 @hookimpl
 def detsdk_register_transforms(register):
-    """Geometric and photometric transforms over samples."""
+    """Geometric, photometric, crop and occlusion transforms over samples."""
     register("resize", f"{_B}.transforms.geometric:Resize", description="Resize: one scale, a range or a list")
     register("random_flip", f"{_B}.transforms.geometric:RandomFlip", description="Horizontal flip")
     register("pad", f"{_B}.transforms.geometric:Pad", description="Pad to a size or a divisor")
