@@ -77,14 +77,10 @@ def tta_settings(table: Any, where: str = "eval.tta") -> TTASettings | None:
         if key not in KEYS:
             raise RecipeError(f"{where}: unknown key '{key}'{suggest(key, KEYS)}; valid: {', '.join(KEYS)}")
     scales = table.get("scales", [])
-    if not (
-        isinstance(scales, list)
-        and all(
-            isinstance(s, list) and len(s) == 2 and all(isinstance(v, Real) and not isinstance(v, bool) and v > 0 for v in s)
-            for s in scales
+    if not (isinstance(scales, list) and all(_is_positive_pair(s) for s in scales)):
+        raise RecipeError(
+            f"{where}.scales = {scales!r}: expected a list of [long_edge, short_edge] pairs, e.g. [[1333, 800]]"
         )
-    ):
-        raise RecipeError(f"{where}.scales = {scales!r}: expected a list of [long_edge, short_edge] pairs, e.g. [[1333, 800]]")
     flip = table.get("flip", False)
     if not isinstance(flip, bool):
         raise RecipeError(f"{where}.flip = {flip!r}: expected true or false")
@@ -108,6 +104,13 @@ def tta_settings(table: Any, where: str = "eval.tta") -> TTASettings | None:
     )
 
 
+def _is_positive_pair(value: Any) -> bool:
+    return (
+        isinstance(value, list) and len(value) == 2
+        and all(isinstance(v, Real) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+
+
 def variant_pipelines(transforms: Sequence[Callable], settings: TTASettings) -> list[list[Callable]]:
     """One pipeline per variant: each scale (``resize`` replaced), then the same flipped.
 
@@ -122,7 +125,9 @@ def variant_pipelines(transforms: Sequence[Callable], settings: TTASettings) -> 
         scaled = base
         if scale is not None:
             if any(isinstance(t, Resize) for t in base):
-                scaled = [Resize(scale=list(scale), keep_ratio=t.keep_ratio) if isinstance(t, Resize) else t for t in base]
+                scaled = [
+                    Resize(scale=list(scale), keep_ratio=t.keep_ratio) if isinstance(t, Resize) else t for t in base
+                ]
             else:
                 scaled = [Resize(scale=list(scale)), *base]
         pipelines.append(scaled)
@@ -132,7 +137,9 @@ def variant_pipelines(transforms: Sequence[Callable], settings: TTASettings) -> 
     return pipelines
 
 
-def merge_detections(found: list[dict[str, np.ndarray]], iou_threshold: float, max_per_image: int) -> dict[str, np.ndarray]:
+def merge_detections(
+    found: list[dict[str, np.ndarray]], iou_threshold: float, max_per_image: int
+) -> dict[str, np.ndarray]:
     """Pool one image's detections from every variant (original pixels) and keep the NMS winners, best first."""
     merged = {key: np.concatenate([d[key] for d in found]) for key in ("boxes", "scores", "labels")}
     if all("masks" in d for d in found):
@@ -167,7 +174,8 @@ def detect_with_tta(
     model: nn.Module, samples: list[dict], transforms: Sequence[Callable], settings: TTASettings, device: torch.device
 ) -> list[dict[str, np.ndarray]]:
     """Detections in original pixels for samples before the pipeline (``image`` and ``meta``)."""
-    variants = [[apply_pipeline(sample, pipeline) for sample in samples] for pipeline in variant_pipelines(transforms, settings)]
+    pipelines = variant_pipelines(transforms, settings)
+    variants = [[apply_pipeline(sample, pipeline) for sample in samples] for pipeline in pipelines]
     return detect_variants(model, variants, device, settings)
 
 
