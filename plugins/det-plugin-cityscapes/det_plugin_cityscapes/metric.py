@@ -34,8 +34,8 @@ from detsdk.builtin.evaluation.coco_metric import CocoMetric
 from detsdk.errors import DataError
 
 
-# Up to 100 full-size mask PNGs per image: favour speed over size.
-_FAST_PNG = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+# Up to 100 full-size mask PNGs per image: 1-bit PNGs write several times faster than 8-bit ones.
+_FAST_PNG = [cv2.IMWRITE_PNG_BILEVEL, 1, cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
 class CityscapesMetric:
