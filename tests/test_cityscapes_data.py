@@ -41,10 +41,10 @@ def make_cityscapes_tree(root: Path, frames: dict = FRAMES, seed: int = 0) -> di
             gt_dir.mkdir(parents=True, exist_ok=True)
             for frame in range(count):
                 name = f"{city}_{frame:06d}_{19 + frame:06d}"
+                # Stuff, then void (ignored in evaluation), then the instances.
                 objects = [
-                    {"label": "sky", "polygon": [[0, 0], [WIDTH - 1, 0], [WIDTH - 1, 9], [0, 9]]},
-                    {"label": "road", "polygon": [[0, 40], [WIDTH - 1, 40], [WIDTH - 1, HEIGHT - 1], [0, HEIGHT - 1]]},
-                    {"label": "ego vehicle", "polygon": [[0, 60], [WIDTH - 1, 60], [WIDTH - 1, HEIGHT - 1], [0, HEIGHT - 1]]},
+                    {"label": label, "polygon": [[0, top], [WIDTH - 1, top], [WIDTH - 1, bottom], [0, bottom]]}
+                    for label, top, bottom in (("sky", 0, 9), ("road", 40, HEIGHT - 1), ("ego vehicle", 60, HEIGHT - 1))
                 ]
                 instances = []
                 for slot_x1, slot_x2 in SLOTS:
@@ -216,5 +216,6 @@ def test_unknown_label_in_a_polygon_file_is_a_data_error_naming_file_and_label(t
     data["objects"][3]["label"] = "motorbike"
     polygons.write_text(json.dumps(data))
     dataset = CityscapesDataset(str(root), split="val", annotations="polygons")
-    with pytest.raises(DataError, match=f"{polygons}: object 3 has unknown label 'motorbike' \\(did you mean 'motorcycle'"):
+    expected = f"{polygons}: object 3 has unknown label 'motorbike' \\(did you mean 'motorcycle'"
+    with pytest.raises(DataError, match=expected):
         dataset[1]

@@ -102,7 +102,9 @@ def test_perturbed_predictions_score_as_cityscapesscripts_evaluator_called_by_ha
     monkeypatch.setenv("CITYSCAPES_RESULTS", str(results))
     # cityscapesscripts 2.3 under numpy 2.4: np.in1d is gone and counts are numpy ints its JSON dump rejects.
     monkeypatch.setattr(np, "in1d", lambda a, b: np.isin(a, b).ravel(), raising=False)
-    monkeypatch.setattr(cs_eval, "writeDict2JSON", lambda data, path: Path(path).write_text(json.dumps(data, default=int)))
+    monkeypatch.setattr(
+        cs_eval, "writeDict2JSON", lambda data, path: Path(path).write_text(json.dumps(data, default=int))
+    )
     monkeypatch.chdir(tmp_path)  # the evaluator writes matches.json here
     args = cs_eval.args
     for name, value in {

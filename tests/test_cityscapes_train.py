@@ -45,7 +45,8 @@ def tiny_overrides(root, work_dir) -> dict:
             "val": {"root": str(root), "pipeline": [{"type": "resize", "scale": [128, 64]}, *pipeline]},
             "test": {"root": str(root)},
         },
-        "train": {"iters": 3, "log_interval": 1, "eval_interval": 0, "scheduler": {"milestones": [2], "unit": "iter", "warmup_iters": 2}},
+        "train": {"iters": 3, "log_interval": 1, "eval_interval": 0,
+                  "scheduler": {"milestones": [2], "unit": "iter", "warmup_iters": 2}},
         "runtime": {"work_dir": str(work_dir), "load_from": "", "plot_samples": 0},
     }
 
