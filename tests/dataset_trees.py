@@ -67,7 +67,8 @@ def write_voc_year(
     for image_id, objects in images.items():
         (year_dir / "Annotations" / f"{image_id}.xml").write_text(voc_xml(image_id, size, objects))
         boxes = [(o["xmin"] - 1, o["ymin"] - 1, o["xmax"], o["ymax"]) for o in objects]
-        draw(year_dir / "JPEGImages" / f"{image_id}.jpg", size, boxes, [VOC_CLASSES.index(o["name"]) if o["name"] in VOC_CLASSES else 0 for o in objects])
+        labels = [VOC_CLASSES.index(o["name"]) if o["name"] in VOC_CLASSES else 0 for o in objects]
+        draw(year_dir / "JPEGImages" / f"{image_id}.jpg", size, boxes, labels)
     for split, ids in splits.items():
         (year_dir / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     # A per-class file, as the devkit has: not a split.

@@ -225,7 +225,8 @@ def test_trains_on_voc07_plus_12_and_evaluates_with_the_voc_metric(tmp_path):
         {"type": "voc", "root": str(devkit / "VOC2012"), "classes": names},
     ]}}
     val = {"type": "voc", "root": str(devkit / "VOC2007"), "split": "test", "classes": names, "pipeline": pipeline}
-    recipe = tiny_recipe(tmp_path / "run", eval={"metric": {"type": "voc"}})
+    recipe = tiny_recipe(tmp_path / "run", eval={"metric": {"type": "voc"}},
+                         runtime={"work_dir": str(tmp_path / "run"), "plot_samples": 0})
     recipe["data"].update(train=train, val=val)
     engine = Engine.from_recipe(recipe)
     assert len(engine.dataset("train")) == 2 * (6 + 4)

@@ -48,7 +48,9 @@ class VocDataset:
         image_ext: the extension of the files in ``JPEGImages``.
     """
 
-    def __init__(self, root: str, split: str = "trainval", class_names: list = VOC_CLASSES, image_ext: str = ".jpg"):  # noqa: B006
+    def __init__(
+        self, root: str, split: str = "trainval", class_names: list = VOC_CLASSES, image_ext: str = ".jpg"  # noqa: B006
+    ):
         self.root = Path(root)
         self.split = str(split)
         if not isinstance(class_names, (list, tuple)) or not class_names or not all(isinstance(n, str) for n in class_names):
@@ -84,7 +86,9 @@ class VocDataset:
             try:
                 x1, y1, x2, y2 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
             except (AttributeError, TypeError, ValueError):
-                raise DataError(f"{path}: object {index} ({name}) needs a bndbox with numeric xmin, ymin, xmax, ymax") from None
+                raise DataError(
+                    f"{path}: object {index} ({name}) needs a bndbox with numeric xmin, ymin, xmax, ymax"
+                ) from None
             if x2 < x1 or y2 < y1:
                 dropped += 1
                 continue

@@ -36,7 +36,9 @@ class VocMetric:
 
     def __init__(self, iou_thrs: list = [0.5], mode: str = "area"):  # noqa: B006
         if mode not in AP_MODES:
-            raise RecipeError(f"metric 'voc': mode = {mode!r}{suggest(str(mode), AP_MODES)}; expected one of {', '.join(AP_MODES)}")
+            raise RecipeError(
+                f"metric 'voc': mode = {mode!r}{suggest(str(mode), AP_MODES)}; expected one of {', '.join(AP_MODES)}"
+            )
         if isinstance(iou_thrs, (int, float)):
             iou_thrs = [iou_thrs]
         if not iou_thrs or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 1 for t in iou_thrs):

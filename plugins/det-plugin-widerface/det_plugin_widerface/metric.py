@@ -172,7 +172,9 @@ def official_ap(
     return metrics
 
 
-def _image_curve(boxes: np.ndarray, scores: np.ndarray, gt_xywh: np.ndarray, counted: np.ndarray, iou_thr: float) -> np.ndarray:
+def _image_curve(
+    boxes: np.ndarray, scores: np.ndarray, gt_xywh: np.ndarray, counted: np.ndarray, iou_thr: float
+) -> np.ndarray:
     """The official ``image_eval`` + ``img_pr_info``: (proposals, recalled faces) at each threshold."""
     order = np.argsort(-scores, kind="stable")
     boxes, scores = boxes[order], scores[order]

@@ -67,7 +67,9 @@ class MiddleDataset:
             raise DataError(f"{where}: missing {', '.join(missing)} (each entry needs filename, width, height, ann)")
         width, height = entry["width"], entry["height"]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
-            raise DataError(f"{where} ({entry['filename']}): width and height must be positive integers, got {width!r}, {height!r}")
+            raise DataError(
+                f"{where} ({entry['filename']}): width and height must be positive integers, got {width!r}, {height!r}"
+            )
         ann = entry.get("ann", {})
         if not isinstance(ann, dict):
             raise DataError(f"{where} ({entry['filename']}): 'ann' must be an object with bboxes and labels")

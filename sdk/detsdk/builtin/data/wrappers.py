@@ -247,7 +247,9 @@ class SelectedDataset:
         if small:
             parts.append(f"{small} box(es) smaller than min_size = {self.min_size:g} px became ignore regions")
         if len(kept) != len(self.dataset):
-            parts.append(f"left out {len(self.dataset) - len(kept)} of {len(self.dataset)} image(s) without a box (filter_empty)")
+            parts.append(
+                f"left out {len(self.dataset) - len(kept)} of {len(self.dataset)} image(s) without a box (filter_empty)"
+            )
         if parts:
             warn(f"{self.where}: {'; '.join(parts)}")
         self._indices, self._image_ids = kept, image_ids
