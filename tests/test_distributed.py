@@ -139,8 +139,11 @@ def test_aspect_ratio_groups_read_coco_sizes_from_the_json_and_warn_when_they_mu
 def test_multi_node_launch_needs_a_rendezvous_endpoint():
     assert torchrun_arguments(2, ["run", "r.toml"]) == [
         "--nproc-per-node", "2", "--nnodes", "1", "--standalone", "-m", "detsdk", "run", "r.toml"]
-    arguments = torchrun_arguments(8, ["run", "r.toml"], nnodes="2", node_rank=1, rdzv_endpoint="node0:29400")
-    assert arguments[arguments.index("--rdzv-endpoint") + 1] == "node0:29400" and "--standalone" not in arguments
+    static = torchrun_arguments(8, ["run", "r.toml"], nnodes="2", node_rank=1, rdzv_endpoint="node0:29400")
+    assert static[:10] == ["--nproc-per-node", "8", "--nnodes", "2", "--rdzv-backend", "static",
+                           "--rdzv-endpoint", "node0:29400", "--node-rank", "1"]
+    dynamic = torchrun_arguments(8, ["run", "r.toml"], nnodes="2", rdzv_endpoint="node0:29400")
+    assert dynamic[4:6] == ["--rdzv-backend", "c10d"] and "--node-rank" not in dynamic
     with pytest.raises(RecipeError, match="--rdzv-endpoint"):
         torchrun_arguments(8, ["run", "r.toml"], nnodes="2")
 

@@ -35,7 +35,8 @@ def engine_options(function):
 @click.option("--nproc", type=int, default=None,
               help="Train with N processes on this node (DDP through torchrun): one per GPU, or gloo on the CPU.")
 @click.option("--nnodes", default="1", show_default=True, help="Nodes taking part (torchrun --nnodes).")
-@click.option("--node-rank", type=int, default=0, show_default=True, help="This node's rank (torchrun --node-rank).")
+@click.option("--node-rank", type=int, default=None,
+              help="This node's rank, 0 at --rdzv-endpoint (static rendezvous); without it nodes get numbered.")
 @click.option("--rdzv-endpoint", default="", metavar="HOST:PORT",
               help="Where the nodes meet (torchrun --rdzv-endpoint); needed with --nnodes > 1.")
 @click.pass_context

@@ -168,6 +168,7 @@ def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: b
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
         forward_sync_buffers=False,
+        gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets: one copy less per step
         find_unused_parameters=find_unused_parameters,
     )
 

@@ -21,21 +21,24 @@ RDZV_ID = "detsdk"
 
 
 def torchrun_arguments(
-    nproc: int, worker_args: list[str], nnodes: str = "1", node_rank: int = 0, rdzv_endpoint: str = "",
+    nproc: int, worker_args: list[str], nnodes: str = "1", node_rank: int | None = None, rdzv_endpoint: str = "",
     rdzv_id: str = RDZV_ID,
 ) -> list[str]:
     """The ``torchrun`` command line (without ``torchrun``) for ``python -m detsdk <worker_args>``.
 
-    One node rendezvous on a free local port (``--standalone``); several
-    nodes meet at ``rdzv_endpoint`` (``HOST:PORT`` of a machine every node can
-    reach; the c10d backend, started by the first node to arrive).
+    One node rendezvous on a free local port (``--standalone``). Several
+    nodes meet at ``rdzv_endpoint`` (``HOST:PORT`` every node can reach): with
+    ``node_rank`` as a static rendezvous whose node 0 runs at that address,
+    without it through the c10d backend, where nodes may start in any order
+    and torchrun numbers them.
     """
     if nproc < 1:
         raise RecipeError(f"--nproc {nproc}: expected at least 1 process")
     arguments = ["--nproc-per-node", str(nproc), "--nnodes", str(nnodes)]
-    if rdzv_endpoint:
-        arguments += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", rdzv_id,
-                      "--node-rank", str(node_rank)]
+    if rdzv_endpoint and node_rank is not None:
+        arguments += ["--rdzv-backend", "static", "--rdzv-endpoint", rdzv_endpoint, "--node-rank", str(node_rank)]
+    elif rdzv_endpoint:
+        arguments += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", rdzv_id]
     elif str(nnodes) != "1":
         raise RecipeError(
             f"--nnodes {nnodes}: several nodes need --rdzv-endpoint HOST:PORT (an address of the first node "
