@@ -87,11 +87,13 @@ def test_a_recipe_split_converts_with_its_wrappers(tmp_path):
     devkit = tmp_path / "VOCdevkit"
     random_voc_year(devkit / "VOC2007", 3, seed=1)
     random_voc_year(devkit / "VOC2012", 2, seed=2)
-    recipe = write_recipe(tmp_path / "r.toml", {"data": {"train": {"type": "concat", "datasets": [
-        {"type": "voc", "root": str(devkit / "VOC2007")}, {"type": "voc", "root": str(devkit / "VOC2012")}]}}})
+    recipe = write_recipe(tmp_path / "r.toml", {"data": {"train": {"type": "repeat", "times": 3, "dataset": {
+        "type": "concat", "datasets": [{"type": "voc", "root": str(devkit / "VOC2007")},
+                                       {"type": "voc", "root": str(devkit / "VOC2012")}]}}}})
     out = tmp_path / "train.json"
     code, output = sdk("data", "convert", "--recipe", recipe, "--split", "train", "--out", out)
     assert code == 0, output
+    assert "repeats its images 3 times; each is written once" in output
     assert len(json.loads(out.read_text())["images"]) == 5
 
 

@@ -57,7 +57,12 @@ def convert(source, params, recipe, split, target, out, images_root):
         return
     from detsdk.engine.build import build_dataset
 
+    from detsdk.builtin.data.wrappers import RepeatDataset
+
     dataset = build_dataset(spec, f"data.{split}")
+    while isinstance(dataset, RepeatDataset):  # its repeats would be the same images again
+        click.echo(f"note: {spec['type']} repeats its images {dataset.times} times; each is written once")
+        dataset = dataset.dataset
     coco = dataset_to_coco(dataset, images_root=str(images_root) if images_root else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_name(out.name + ".tmp")
