@@ -155,6 +155,10 @@ def test_two_ranks_with_one_image_train_to_the_weights_of_one_process_with_two(d
     reference = Engine.from_recipe(equivalence_recipe(tmp_path / "one", batch_size=2), device="cpu")
     reference.fit()
     assert max_difference(distributed, reference.model.state_dict()) < 1e-5
+    # The logged losses are averaged over ranks: the batch of 2's losses.
+    losses = [[r["loss"] for r in map(json.loads, (d / "log.jsonl").read_text().splitlines()) if r["mode"] == "train"]
+              for d in (folder / "run", tmp_path / "one")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and len(losses[0]) == 4
     # The check can fail: one process with 1 image per step (other data) ends far away.
     other = Engine.from_recipe(equivalence_recipe(tmp_path / "other", batch_size=1), device="cpu")
     other.fit()
