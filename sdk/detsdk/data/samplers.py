@@ -126,9 +126,11 @@ def aspect_ratio_groups(dataset: Any) -> list[int]:
     else from ``dataset.get_annotations(i)["meta"]["ori_shape"]``; a dataset
     with neither has every image read once, with a warning saying so.
     """
+    if len(dataset) == 0:
+        return []
     if hasattr(dataset, "image_size"):
         sizes = [dataset.image_size(i) for i in range(len(dataset))]
-    elif hasattr(dataset, "get_annotations") and len(dataset) and "ori_shape" in dataset.get_annotations(0).get("meta", {}):
+    elif hasattr(dataset, "get_annotations") and "ori_shape" in dataset.get_annotations(0).get("meta", {}):
         sizes = [dataset.get_annotations(i)["meta"]["ori_shape"] for i in range(len(dataset))]
     else:
         warn(
