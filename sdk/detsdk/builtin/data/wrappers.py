@@ -61,9 +61,17 @@ class RepeatDataset:
         self.dataset = dataset
         self.times = times
         self.classes: list[str] = list(dataset.classes)
-        for name in ("cat_ids", "coco_gt"):
-            if getattr(dataset, name, None) is not None:
-                setattr(self, name, getattr(dataset, name))
+
+    # Read on access: some datasets build their COCO ground truth only when a metric asks for it.
+    @property
+    def cat_ids(self) -> list[int] | None:
+        """The wrapped dataset's COCO category ids, if it has them."""
+        return getattr(self.dataset, "cat_ids", None)
+
+    @property
+    def coco_gt(self) -> dict | None:
+        """The wrapped dataset's COCO ground truth, if it has one (each image once)."""
+        return getattr(self.dataset, "coco_gt", None)
 
     def __len__(self) -> int:
         """``times`` times the wrapped dataset's length."""
