@@ -41,7 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
@@ -325,11 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(run_job, d, s, side, args.set, threads, scratch) for d, s, side in jobs]
             results = []
-            for future in futures:
+            for future in as_completed(futures):  # each result shows (and is saved) as soon as it is in
                 results.append(future.result())
                 print(json.dumps(results[-1]), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+                if args.json:
+                    args.json.write_text(json.dumps(results, indent=1))
     report(results, args)
     return 0
 
