@@ -126,6 +126,8 @@ class Normalize:
         self.std = [float(v) for v in std]
         self._mean = np.array(self.mean, dtype=np.float32)
         self._inverse_std = 1.0 / np.array(self.std, dtype=np.float32)
+        # uint8 in: a per-channel lookup table, one pass over the pixels (same float32 values).
+        self._table = ((np.arange(256, dtype=np.float32)[:, None] - self._mean) * self._inverse_std).reshape(256, 1, 3)
 
     def __call__(self, sample: dict) -> dict:
         """Normalize ``sample["image"]`` to float32 and record the statistics in ``meta``."""
@@ -136,7 +138,10 @@ class Normalize:
         if "normalize" in meta:
             raise RecipeError("normalize: the image is already normalized; the pipeline has 'normalize' twice")
         sample = dict(sample)
-        sample["image"] = (image.astype(np.float32) - self._mean) * self._inverse_std
+        if image.dtype == np.uint8:
+            sample["image"] = cv2.LUT(np.ascontiguousarray(image), self._table)
+        else:
+            sample["image"] = (image.astype(np.float32) - self._mean) * self._inverse_std
         meta["normalize"] = {"mean": list(self.mean), "std": list(self.std)}
         sample["meta"] = meta
         return sample
