@@ -1,0 +1,178 @@
+"""Data pipeline throughput per worker: det-sdk's transforms against torchvision.transforms.v2.
+
+Both sides load the SAME JPEG files (``--images`` shapes images at ``--size``
+pixels, re-encoded as JPEG like COCO's, written once into a temp folder) and run
+the same augmentations in one process with one thread, as one DataLoader worker
+does:
+
+- det-sdk: ``CocoDataset[i]`` (OpenCV decode) and the pipeline
+  ``photometric_distortion, resize [1333, 800] keep_ratio, random_flip 0.5,
+  normalize, pad size_divisor 32`` (boxes transformed along);
+- det-sdk, normalize on device: the same with ``DeferredNormalize`` (what
+  ``data.normalize_on_device`` ships: padded uint8; the engine normalises on the GPU);
+- torchvision: ``decode_image(read_file(path))`` and ``v2.Compose([RandomPhotometricDistort(p=0.5),
+  Resize(800, max_size=1333), RandomHorizontalFlip(0.5), ToDtype(float32), Normalize(mean, std)])``
+  with ``tv_tensors.BoundingBoxes``, then zero padding to a multiple of 32.
+
+Each side's output is a normalised, padded float image with its boxes (uint8 for
+the on-device row). Sides alternate over ``--rounds`` rounds of ``--count`` images;
+the report gives the median images/s and the ratio det-sdk / torchvision
+(goal: >= 1.2). Also timed: the transforms alone, on images decoded beforehand.
+
+Run from the repository root::
+
+    python benchmarks/data_pipeline.py [--images 200 --size 640 --rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import detsdk
+from detsdk.builtin.data.coco import CocoDataset
+from detsdk.builtin.data.shapes import ShapesDataset
+from detsdk.builtin.transforms.geometric import Pad, RandomFlip, Resize
+from detsdk.builtin.transforms.photometric import IMAGENET_MEAN, IMAGENET_STD, Normalize, PhotometricDistortion
+from detsdk.data.device_normalize import defer_normalize
+from detsdk.data.loader import apply_pipeline
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=200, help="distinct images (default 200)")
+    parser.add_argument("--size", type=int, default=640, help="image side in pixels (default 640, COCO-like)")
+    parser.add_argument("--count", type=int, default=0, help="images per side and round (default: --images)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, order alternating (default 3)")
+    args = parser.parse_args(argv)
+    args.count = args.count or args.images
+    return args
+
+
+def jpeg_dataset(folder: Path, count: int, size: int) -> CocoDataset:
+    """``count`` shapes images as JPEG files with a COCO annotation file, in ``folder``."""
+    shapes = ShapesDataset(split="train", num_images=count, image_size=size, max_objects=6)
+    coco = json.loads((shapes.root / "annotations.json").read_text())
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for info in coco["images"]:
+        image = cv2.imread(str(shapes.root / "images" / info["file_name"]), cv2.IMREAD_COLOR)
+        info["file_name"] = Path(info["file_name"]).with_suffix(".jpg").name
+        cv2.imwrite(str(folder / "images" / info["file_name"]), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    (folder / "annotations.json").write_text(json.dumps(coco))
+    return CocoDataset(ann_file=str(folder / "annotations.json"), images=str(folder / "images"))
+
+
+def detsdk_pipeline() -> list:
+    """det-sdk's transforms, in the order both sides run them."""
+    return [PhotometricDistortion(), Resize(scale=[1333, 800], keep_ratio=True), RandomFlip(p=0.5),
+            Normalize(), Pad(size_divisor=32)]
+
+
+def torchvision_pipeline():
+    """The same augmentations with torchvision.transforms.v2 (padding follows, in ``torchvision_sample``)."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomPhotometricDistort(p=0.5),
+        v2.Resize(800, max_size=1333, antialias=True),
+        v2.RandomHorizontalFlip(p=0.5),
+        v2.ToDtype(torch.float32),
+        v2.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    ])
+
+
+def torchvision_sample(transform, image: torch.Tensor, boxes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sample through the v2 pipeline and zero padding to a multiple of 32 (as det-sdk's ``pad``)."""
+    from torchvision import tv_tensors
+
+    height, width = image.shape[-2:]
+    out_image, out_boxes = transform(
+        tv_tensors.Image(image), tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))
+    )
+    pad_h, pad_w = -out_image.shape[-2] % 32, -out_image.shape[-1] % 32
+    return torch.nn.functional.pad(out_image, (0, pad_w, 0, pad_h)), out_boxes
+
+
+def time_side(run_one: Callable[[int], object], count: int, total: int) -> float:
+    """Images per second over ``count`` samples (indices cycling through ``total``)."""
+    start = time.perf_counter()
+    for i in range(count):
+        run_one(i % total)
+    return count / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rounds and print the report."""
+    args = parse_args(argv)
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    torch.set_num_threads(1)  # one DataLoader worker: one thread
+    cv2.setNumThreads(1)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(prefix="data-pipeline-") as scratch:
+        dataset = jpeg_dataset(Path(scratch), args.images, args.size)
+        files = [dataset.get_annotations(i)["meta"]["file"] for i in range(len(dataset))]
+        boxes = [dataset.get_annotations(i)["boxes"] for i in range(len(dataset))]
+        sdk_transforms = detsdk_pipeline()
+        deferred, _ = defer_normalize(detsdk_pipeline())
+        tv_transform = torchvision_pipeline()
+        decoded_sdk = [dataset[i] for i in range(len(dataset))]
+        decoded_tv = [decode_image(read_file(f), mode=ImageReadMode.RGB) for f in files]
+
+        sides: dict[str, Callable[[int], object]] = {
+            "det-sdk (OpenCV decode + pipeline)": lambda i: apply_pipeline(dataset[i], sdk_transforms),
+            "det-sdk, normalize on device (uint8 out)": lambda i: apply_pipeline(dataset[i], deferred),
+            "torchvision v2 (decode_image + v2)": lambda i: torchvision_sample(
+                tv_transform, decode_image(read_file(files[i]), mode=ImageReadMode.RGB), boxes[i]),
+            "det-sdk pipeline only (decoded images)": lambda i: apply_pipeline(decoded_sdk[i], sdk_transforms),
+            "torchvision v2 only (decoded images)": lambda i: torchvision_sample(tv_transform, decoded_tv[i], boxes[i]),
+        }
+        for run_one in sides.values():  # warm-up: first calls, allocator, page cache
+            time_side(run_one, min(10, len(dataset)), len(dataset))
+        rates: dict[str, list[float]] = {name: [] for name in sides}
+        for round_index in range(args.rounds):
+            order = list(sides) if round_index % 2 == 0 else list(reversed(sides))
+            for name in order:
+                rates[name].append(time_side(sides[name], args.count, len(dataset)))
+            print(f"round {round_index + 1}: " + ", ".join(f"{n.split(' (')[0]} {rates[n][-1]:.1f}" for n in order),
+                  flush=True)
+
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    sdk, tv = median["det-sdk (OpenCV decode + pipeline)"], median["torchvision v2 (decode_image + v2)"]
+    only_ratio = median["det-sdk pipeline only (decoded images)"] / median["torchvision v2 only (decoded images)"]
+    import torchvision
+
+    command = "python benchmarks/data_pipeline.py" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+    print()
+    print(f"command: `{command}`")
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, OpenCV {cv2.__version__}, "
+          f"det-sdk {detsdk.__version__}, python {platform.python_version()}; one thread (one worker)")
+    print(f"{args.images} JPEG images {args.size}x{args.size} -> 800x800 (+ pad); {args.rounds} rounds x "
+          f"{args.count} images per side")
+    print()
+    print("| pipeline (one worker) | median images/s | per-round images/s |")
+    print("| --- | ---: | --- |")
+    for name, values in rates.items():
+        print(f"| {name} | {median[name]:.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
+    print(f"| **ratio det-sdk / torchvision** (decode + transforms) | **{sdk / tv:.2f}** | "
+          f"goal >= 1.2: {'met' if sdk / tv >= 1.2 else 'NOT met'} |")
+    print(f"| ratio det-sdk / torchvision (transforms only) | {only_ratio:.2f} | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
