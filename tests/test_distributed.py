@@ -245,3 +245,28 @@ def test_sdk_run_nproc_2_writes_one_log_metrics_and_checkpoint_from_rank_0(tmp_p
     assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 3
     assert completed.stdout.count("work dir:") == 1
     assert completed.stderr.count("SyncBatchNorm needs CUDA") == 1  # warned once, by rank 0
+
+
+def test_a_parameter_without_gradient_under_ddp_names_the_recipe_key(tmp_path):
+    import torch.distributed as dist
+    from torch import nn
+
+    from detsdk.engine.distributed import DetectorDDP
+    from detsdk.errors import TrainingError
+
+    class SkipsABranch(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(2, 1), nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.used(x).sum()
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = DetectorDDP(SkipsABranch())
+        model(torch.ones(1, 2)).backward()
+        with pytest.raises(TrainingError, match="train.find_unused_parameters = true"):
+            model(torch.ones(1, 2))
+    finally:
+        dist.destroy_process_group()

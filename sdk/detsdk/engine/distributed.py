@@ -148,7 +148,7 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-class _DetectorDDP(DistributedDataParallel):
+class DetectorDDP(DistributedDataParallel):
     """DDP whose "unused parameters" failure names the recipe key that fixes it."""
 
     def forward(self, *inputs, **kwargs):
@@ -173,7 +173,7 @@ def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: b
     """
     if get_world_size() == 1:
         return model
-    return _DetectorDDP(
+    return DetectorDDP(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
         forward_sync_buffers=False,
