@@ -270,3 +270,31 @@ def test_a_parameter_without_gradient_under_ddp_names_the_recipe_key(tmp_path):
             model(torch.ones(1, 2))
     finally:
         dist.destroy_process_group()
+
+
+def test_merged_shards_reach_the_metric_in_dataset_order_with_masks_intact():
+    import numpy as np
+
+    from detsdk.engine.evaluation import merge_shards
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def process(self, samples, detections):
+            self.calls.append((samples, detections))
+
+        def compute(self):
+            return {"images": float(sum(len(samples) for samples, _ in self.calls))}
+
+    masks = [(np.random.default_rng(i).random((2, 5, 7)) > 0.5).astype(np.uint8) for i in range(3)]
+    results = [({"meta": {"image_id": i}, "masks": masks[i]}, {"boxes": np.full((1, 4), i), "masks": masks[i]})
+               for i in (2, 0, 1)]
+    metric = Recorder()
+    assert merge_shards(metric, [2, 0, 1], results, batch_size=2) == {"images": 3.0}
+    assert [len(samples) for samples, _ in metric.calls] == [2, 1]  # batches of 2, as one process feeds them
+    seen = [(s, d) for samples, detections in metric.calls for s, d in zip(samples, detections)]
+    assert [s["meta"]["image_id"] for s, _ in seen] == [0, 1, 2]
+    for i, (sample, detection) in enumerate(seen):
+        assert np.array_equal(sample["masks"], masks[i]) and sample["masks"].dtype == np.uint8
+        assert np.array_equal(detection["masks"], masks[i]) and detection["boxes"][0, 0] == i
