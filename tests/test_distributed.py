@@ -89,11 +89,13 @@ def ddp_run(tmp_path_factory):
 
 
 def without_val(recipe: dict) -> dict:
+    """The recipe without its val split (a reference run that needs no evaluation)."""
     del recipe["data"]["val"]
     return recipe
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest absolute difference between two state dicts with the same keys."""
     assert a.keys() == b.keys()
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel())
 
