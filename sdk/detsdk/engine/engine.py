@@ -21,7 +21,8 @@ import torch
 from tqdm import tqdm
 
 from detsdk import __version__
-from detsdk.data.loader import build_loader
+from detsdk.data.device_normalize import defer_normalize
+from detsdk.data.loader import PipelineDataset, build_loader
 from detsdk.engine import build
 from detsdk.engine.checkpoint import (
     load_checkpoint,
@@ -37,8 +38,10 @@ from detsdk.engine.plots import draw_detections, plot_curves, save_grid
 from detsdk.engine.interop import to_detsdk
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
 from detsdk.engine.run_log import RunLog, write_metrics
+from detsdk.engine.train_setup import build_train_step, enable_deterministic, scale_learning_rate, world_size
+from detsdk.engine.train_step import TrainStep, iteration_batches
 from detsdk.engine.tta import evaluate_with_tta, tta_settings
-from detsdk.errors import CheckpointError, DataError, RecipeError, TrainingError
+from detsdk.errors import CheckpointError, DataError, RecipeError
 from detsdk.plugins import get_registry
 from detsdk.plugins.build import build_component
 from detsdk.recipe import Recipe, dump_recipe, load_recipe, validate_recipe, with_defaults
@@ -67,6 +70,7 @@ class Engine:
         self.epoch = 0
         self.metrics: dict[str, float] = {}
         self.best_score = -math.inf
+        self.train_step: TrainStep | None = None  # set by fit(): precision, accumulation, clipping, EMA
         self._datasets: dict[tuple[str, bool], Any] = {}
 
     @classmethod
@@ -109,6 +113,8 @@ class Engine:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        if self.config["runtime"]["deterministic"]:
+            enable_deterministic()
 
     # -- training ---------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, float]:
@@ -122,18 +128,24 @@ class Engine:
         if eval_split:
             self._check_same_classes(eval_split)
         batch_size = int(self.config["data"]["batch_size"])
+        train_set, device_normalize = self._train_set(train_set)
+        data_config = self.config["data"]
         loader = build_loader(
-            train_set, batch_size, int(self.config["data"]["num_workers"]), shuffle=True,
-            seed=int(self.config["runtime"]["seed"]), pin_memory=self.device.type == "cuda",
+            train_set, batch_size, int(data_config["num_workers"]), shuffle=True,
+            seed=int(self.config["runtime"]["seed"]), pin_memory=data_config["pin_memory"] and self.device.type == "cuda",
+            persistent_workers=data_config["persistent_workers"], prefetch_factor=int(data_config["prefetch_factor"]),
         )
-        iters_per_epoch = len(loader)
+        accumulate = int(train_config["accumulate"])
+        iters_per_epoch = math.ceil(len(loader) / accumulate)  # an iteration is one optimizer step
         if iters_per_epoch == 0:
             raise DataError(f"data.train: the training dataset is empty ({self.config['data']['train']['type']})")
         iteration_based = int(train_config["iters"]) > 0
         total_iters = int(train_config["iters"]) if iteration_based else int(train_config["epochs"]) * iters_per_epoch
         optimizer = build.build_optimizer(train_config["optimizer"], model)
+        scale_learning_rate(optimizer, train_config["auto_scale_lr"], batch_size, accumulate, world_size())
         scheduler = build.build_scheduler(train_config["scheduler"], optimizer, total_iters, iters_per_epoch)
         self.optimizer, self.scheduler = optimizer, scheduler
+        self.train_step = build_train_step(model, optimizer, scheduler, self.device, train_config, device_normalize)
         self.total_iters, self.iters_per_epoch = total_iters, iters_per_epoch
 
         if resume:
@@ -146,7 +158,7 @@ class Engine:
         (self.work_dir / "recipe.toml").write_text(dump_recipe(self.config), encoding="utf-8")
 
         self.registry.call_hook("detsdk_on_train_start", engine=self)
-        evaluated_at = self._train_loop(loader, batch_size, eval_split)
+        evaluated_at = self._train_loop(loader, batch_size * accumulate, eval_split)
         if eval_split and evaluated_at != self.iteration:  # a resumed run that had already finished
             self._evaluate_during_training(eval_split)
         if not eval_split:
@@ -155,8 +167,23 @@ class Engine:
         self.registry.call_hook("detsdk_on_train_end", engine=self)
         return self.metrics
 
+    def _train_set(self, train_set: PipelineDataset):
+        """The training data as the loader sees it: samples seeded by (seed, epoch, index), uint8 when
+        normalisation runs on the device; returns it and the device normalisation (or None)."""
+        setting = self.config["data"]["normalize_on_device"]
+        device_normalize = None
+        transforms = train_set.transforms
+        if setting is True or (setting == "auto" and self.device.type == "cuda"):
+            transforms, device_normalize = defer_normalize(transforms)
+        train_set = PipelineDataset(train_set.dataset, transforms)
+        train_set.seed_samples(int(self.config["runtime"]["seed"]))
+        return train_set, device_normalize
+
     def _train_loop(self, loader, batch_size: int, eval_split: str | None) -> int:
-        """Iterate until ``total_iters``; returns the iteration of the last evaluation (-1: none)."""
+        """Iterate until ``total_iters``; returns the iteration of the last evaluation (-1: none).
+
+        ``batch_size`` is the number of samples an iteration takes from the sampler.
+        """
         train_config = self.config["train"]
         iteration_based = int(train_config["iters"]) > 0
 
@@ -165,6 +192,7 @@ class Engine:
             return value if value > 0 else (self.total_iters if iteration_based else 1)
 
         eval_every, checkpoint_every = interval("eval_interval"), interval("checkpoint_interval")
+        every_iters = int(train_config["checkpoint_every_iters"])
         step_log = _StepLog(self.log, max(1, int(train_config["log_interval"])))
         evaluated_at = -1
         self.model.train()
@@ -172,8 +200,9 @@ class Engine:
             while self.iteration < self.total_iters:
                 epoch_index, offset = divmod(self.iteration, self.iters_per_epoch)
                 loader.sampler.set_epoch(epoch_index, offset * batch_size)
-                for images, targets, _ in loader:
-                    losses = self._train_step(images, targets, float(train_config["grad_clip"]))
+                loader.dataset.set_epoch(epoch_index)
+                for batches in iteration_batches(loader, self.train_step.accumulate):
+                    losses = self._train_step(batches)
                     self.iteration += 1
                     lr = self.optimizer.param_groups[0]["lr"]
                     progress.update(1)
@@ -187,7 +216,9 @@ class Engine:
                         self.registry.call_hook("detsdk_after_epoch", engine=self, epoch=self.epoch)
                     # Intervals count iterations when training by iterations, else epochs.
                     count, due_now = (self.iteration, True) if iteration_based else (self.epoch, epoch_ended)
-                    if due_now and (count % checkpoint_every == 0 or finished):
+                    if (due_now and (count % checkpoint_every == 0 or finished)) or (
+                        every_iters and self.iteration % every_iters == 0
+                    ):
                         self.save("last.pt")
                     if eval_split and due_now and (count % eval_every == 0 or finished):
                         self._evaluate_during_training(eval_split)
@@ -196,27 +227,15 @@ class Engine:
                         break
         return evaluated_at
 
-    def _train_step(self, images: torch.Tensor, targets: list[dict], grad_clip: float) -> dict[str, float]:
-        images = images.to(self.device, non_blocking=True)
-        targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-        losses = self.model(images, targets)
-        total = sum(losses.values())
-        # One device sync per iteration reads every term at once.
-        values = dict(zip(["loss", *losses], torch.stack([total, *losses.values()]).detach().tolist()))
-        if not math.isfinite(values["loss"]):
-            bad = [f"{name} = {value}" for name, value in values.items() if name != "loss" and not math.isfinite(value)]
-            raise TrainingError(
-                f"loss is {values['loss']} at iteration {self.iteration + 1} (epoch "
-                f"{self.iteration // self.iters_per_epoch + 1}): {', '.join(bad) or 'sum overflowed'}; "
-                "lower the learning rate or add warmup (train.scheduler.warmup_iters)"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        return values
+    def _train_step(self, batches: list) -> dict[str, float]:
+        """One iteration (see ``detsdk.engine.train_step``); its loss terms as floats."""
+        return self.train_step(batches, self.iteration + 1, self.iteration // self.iters_per_epoch + 1)
+
+    @property
+    def inference_model(self) -> torch.nn.Module:
+        """The weights evaluation and prediction use: the EMA's when ``train.ema`` is on, else the model."""
+        ema = self.train_step.ema if self.train_step is not None else None
+        return ema.module if ema is not None else self.model
 
     def _check_same_classes(self, split: str) -> None:
         other = list(self.dataset(split, keep_annotations=True).dataset.classes)
@@ -253,6 +272,8 @@ class Engine:
         if getattr(self, "optimizer", None) is not None:
             state["optimizer"] = self.optimizer.state_dict()
             state["scheduler"] = self.scheduler.state_dict()
+        if self.train_step is not None:  # scaler, EMA (and the averaged weights as "model")
+            state.update(self.train_step.checkpoint_entries(state["model"]))
         return state
 
     def save(self, name: str) -> Path:
@@ -266,7 +287,7 @@ class Engine:
         if not path.exists():
             raise CheckpointError(f"--resume: no checkpoint to resume from at {path}")
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
+        self.train_step.restore(state)  # training weights, EMA, scaler
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.iteration, self.epoch = int(state["iteration"]), int(state["epoch"])
@@ -274,6 +295,7 @@ class Engine:
         if state.get("best_score") is not None:
             self.best_score = float(state["best_score"])
         restore_rng_states(state["rng"])
+        self.log.drop_after(self.iteration)  # the steps after the checkpoint are trained again
         print(f"resumed from {path} at iteration {self.iteration} (epoch {self.epoch})")
 
     # -- evaluation -------------------------------------------------------
@@ -319,7 +341,7 @@ class Engine:
         loader = build_loader(eval_set, batch_size, int(self.config["data"]["num_workers"]), shuffle=False)
         metric = self._build_metric(eval_set.dataset)
         with tqdm(total=len(loader), desc=f"eval {split}", dynamic_ncols=True, leave=False) as progress:
-            metrics = run_evaluation(self.model, loader, metric, self.device, progress)
+            metrics = run_evaluation(self.inference_model, loader, metric, self.device, progress)
         return self._record_metrics(split, metrics)
 
     def _record_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -351,7 +373,7 @@ class Engine:
             build_component("transform", step, where=f"pipeline[{i}]")
             for i, step in enumerate(inference_pipeline_spec(self.config))
         ]
-        return Detector(self.model, transforms, self.classes, self.device, self.cat_ids,
+        return Detector(self.inference_model, transforms, self.classes, self.device, self.cat_ids,
                         tta=tta_settings(self.config["eval"]["tta"]))
 
     def predict(self, images, score_thr: float = 0.0):

@@ -26,6 +26,28 @@ class RunLog:
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
+    def drop_after(self, iteration: int) -> int:
+        """Remove the records of iterations after ``iteration`` (``--resume`` trains them again); returns how many.
+
+        A run killed while writing may leave a partial last line: it goes too.
+        """
+        if not self.path.exists():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                record = None
+            if record is None or record.get("iter", 0) > iteration:
+                dropped += bool(line.strip())
+                continue
+            kept.append(line)
+        temp = self.path.with_name(".log.jsonl.tmp")
+        temp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        os.replace(temp, self.path)
+        return dropped
+
 
 def write_metrics(work_dir: Path, metrics: dict[str, float]) -> Path:
     """Write ``metrics.json`` atomically, at full float precision (json writes ``repr``)."""

@@ -12,10 +12,19 @@ from typing import Any
 
 from detsdk.errors import RecipeError, suggest
 from detsdk.recipe.load import Recipe
+from detsdk.recipe.options import OPTION_CHECKS, check_option
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"num_classes": "auto"},
-    "data": {"batch_size": 2, "num_workers": 2},
+    "data": {
+        "batch_size": 2,
+        "num_workers": 2,
+        "pin_memory": True,  # page-locked batches, when training on CUDA
+        "persistent_workers": True,  # keep the loader's workers between epochs (with num_workers > 0)
+        "prefetch_factor": 2,  # batches each worker loads ahead (with num_workers > 0)
+        # Ship uint8 images and normalise on the device when the train pipeline ends with normalize [+ pad].
+        "normalize_on_device": "auto",  # "auto": on when training on CUDA
+    },
     "train": {
         "epochs": 12,
         "iters": 0,  # > 0: iteration-based training; intervals below count iterations
@@ -26,10 +35,22 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "checkpoint_interval": 0,
         "log_interval": 20,
         "grad_clip": 0.0,  # max gradient norm; 0 turns clipping off
+        "checkpoint_every_iters": 0,  # > 0: also write last.pt every N iterations (exact mid-epoch resume)
+        # Precision and optimisation (docs/training.md; shapes checked by detsdk.recipe.options).
+        "amp": False,  # "bf16" | "fp16" | false
+        "accumulate": 1,  # micro-batches per iteration (one optimizer step)
+        "ema": False,  # false | true | { momentum = 0.0002, gamma = 2000, update_buffers = true }
+        "channels_last": False,
+        "compile": False,  # false | true | { backend = "inductor", mode = "default" }: the backbone only
+        "auto_scale_lr": False,  # false | true | { base_batch_size = 16 }
     },
     # batch_size 0: data.batch_size; tta {}: off (see detsdk.engine.tta for its keys)
     "eval": {"metric": {"type": "coco"}, "batch_size": 0, "tta": {}},
-    "runtime": {"work_dir": "", "seed": 0, "load_from": "", "device": "auto", "plot_samples": 8},
+    "runtime": {
+        "work_dir": "", "seed": 0, "load_from": "", "device": "auto", "plot_samples": 8,
+        "deterministic": False,  # deterministic algorithms and cuDNN: the same run gives the same weights
+        "tensorboard": False,  # write <work_dir>/tensorboard (pip install 'det-sdk[tensorboard]')
+    },
 }
 DATA_SPLITS = ("train", "val", "test")
 # Detector arguments the engine builds from recipe keys of the same name; none is required
@@ -103,7 +124,12 @@ def validate_recipe(recipe: Recipe, registry=None) -> None:
             key_path = f"{table}.{key}"
             if key not in allowed:
                 raise RecipeError(f"{recipe.source_of(key_path)}: unknown key '{key_path}'{suggest(key, allowed)}")
-            _check_value_type(recipe, key_path, value, DEFAULTS[table].get(key))
+            if key_path in OPTION_CHECKS:
+                problem = check_option(key_path, value)
+                if problem:
+                    raise RecipeError(f"{recipe.source_of(key_path)}: '{key_path}' = {value!r}: {problem}")
+            else:
+                _check_value_type(recipe, key_path, value, DEFAULTS[table].get(key))
     if "model" in data:  # `sdk eval --results` needs no model
         _validate_component(recipe, registry, "detector", data["model"], "model")
     for split in DATA_SPLITS:
