@@ -189,18 +189,23 @@ def test_distributed_evaluation_equals_single_process_evaluation(ddp_run, tmp_pa
 
 FAILING_PLUGIN = """
     import os
+    import time
 
     from detsdk import hookimpl
     from detsdk.errors import DataError
 
 
     class FailOnRank:
-        def __init__(self, rank: int = 1, after: int = 2):
-            self.rank, self.after, self.seen = rank, after, 0
+        # On rank `rank`, after `after` samples: raise a DataError, or hang (hang = true).
+
+        def __init__(self, rank: int = 1, after: int = 2, hang: bool = False):
+            self.rank, self.after, self.hang, self.seen = rank, after, hang, 0
 
         def __call__(self, sample):
             self.seen += 1
             if os.environ.get("RANK") == str(self.rank) and self.seen > self.after:
+                if self.hang:
+                    time.sleep(3600)
                 raise DataError(f"{sample['meta']['file']}: this image cannot be read")
             return sample
 
@@ -211,25 +216,43 @@ FAILING_PLUGIN = """
 """
 
 
-def test_a_user_error_on_one_rank_stops_every_rank_quickly_with_its_message(tmp_path):
+def run_with_failing_rank(tmp_path, hang: bool, **runtime) -> tuple[subprocess.CompletedProcess, float, list[str]]:
+    """``sdk run --nproc 2`` of 1000 iterations whose rank 1 fails (or hangs) at its third image.
+
+    Returns the completed process, its run time and its ``error:`` lines.
+    """
     site = tmp_path / "site"
     info = site / "failing-0.1.dist-info"
     info.mkdir(parents=True)
     (site / "failing.py").write_text(textwrap.dedent(FAILING_PLUGIN))
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: failing\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[detsdk]\nfailing = failing\n")
-    recipe = tiny_recipe(tmp_path / "run", train={"iters": 1000})  # minutes of training, were nothing to stop it
+    # Minutes of training, were nothing to stop it.
+    recipe = tiny_recipe(tmp_path / "run", train={"iters": 1000}, runtime=runtime)
     recipe["data"]["batch_size"] = 1
-    recipe["data"]["train"]["pipeline"] = [{"type": "fail_on_rank"}, *PIPELINE]
+    recipe["data"]["train"]["pipeline"] = [{"type": "fail_on_rank", "hang": hang}, *PIPELINE]
     path = write_recipe(tmp_path / "recipe.toml", recipe)
     started = time.perf_counter()
     completed = run_processes(["-m", "detsdk", "run", path, "--nproc", "2", "--device", "cpu"], tmp_path,
                               env={"PYTHONPATH": str(site), "DETSDK_LOAD_PLUGINS": "failing"})
-    elapsed = time.perf_counter() - started
-    assert completed.returncode == 2, completed.stderr[-3000:]
     errors = [line[line.index("error: "):] for line in completed.stderr.splitlines() if "error: " in line]
+    return completed, time.perf_counter() - started, errors
+
+
+def test_a_user_error_on_one_rank_stops_every_rank_quickly_with_its_message(tmp_path):
+    completed, elapsed, errors = run_with_failing_rank(tmp_path, hang=False)
+    assert completed.returncode == 2, completed.stderr[-3000:]
     assert any(line.startswith("error: rank 1: ") and "this image cannot be read" in line for line in errors), errors
     assert "Traceback" not in completed.stderr and "ChildFailedError" not in completed.stderr
+    assert elapsed < 90, f"took {elapsed:.0f} s"
+
+
+def test_a_stuck_rank_ends_the_run_after_dist_timeout_instead_of_hanging(tmp_path):
+    completed, elapsed, errors = run_with_failing_rank(tmp_path, hang=True, dist_timeout=3.0)
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert any(line.startswith("error: rank 0: stopped: another rank did not answer within runtime.dist_timeout")
+               for line in errors), errors
+    assert "Traceback" not in completed.stderr
     assert elapsed < 90, f"took {elapsed:.0f} s"
 
 

@@ -74,7 +74,8 @@ def errors_name_the_rank(debug: bool = False) -> Iterator[None]:
 
     A user error (``DetSDKError``) is raised again with ``rank R:`` in front,
     for the CLI to print on one line and exit 2. A rank that lost contact
-    with a failed one says so on one line and exits 1. Any other exception
+    with a failed one, or waited longer than ``runtime.dist_timeout`` for a
+    stuck one, says so on one line and exits 1. Any other exception
     prints its traceback and ``error: rank R: <Type>: <message>``, then exits
     1. Either way torchrun's agent sees a failed rank and stops the others.
     """
@@ -96,6 +97,10 @@ def errors_name_the_rank(debug: bool = False) -> Iterator[None]:
         if distributed.lost_contact(exc):  # not this rank's fault: the failing rank says why
             click.echo(f"error: rank {rank}: stopped: lost contact with another rank, which failed or was stopped",
                        err=True)
+            sys.exit(1)
+        if distributed.timed_out(exc):  # a stuck rank (hung data loading, a deadlock): this one gives up
+            click.echo(f"error: rank {rank}: stopped: another rank did not answer within runtime.dist_timeout "
+                       f"({(str(exc).strip().splitlines() or [''])[0]})", err=True)
             sys.exit(1)
         traceback.print_exc()
         first_line = (str(exc).strip().splitlines() or [""])[0]

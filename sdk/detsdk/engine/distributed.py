@@ -133,6 +133,11 @@ def lost_contact(exc: BaseException) -> bool:
     return any(text in str(exc) for text in ("Connection closed by peer", "Connection reset by peer"))
 
 
+def timed_out(exc: BaseException) -> bool:
+    """True for a collective that gave up after ``runtime.dist_timeout``: another rank stopped answering."""
+    return "timed out" in str(exc).lower()
+
+
 def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """``train.sync_bn``: BatchNorm layers that average their statistics over every rank's batch.
 
