@@ -117,13 +117,18 @@ def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(values, (tensor / get_world_size()).tolist()))
 
 
-def broadcast_buffers(module: nn.Module) -> None:
-    """Copy rank 0's buffers (BatchNorm statistics) to every rank, so all evaluate the weights rank 0 saves."""
+def broadcast_weights(module: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers into ``module`` on every rank, in place.
+
+    DDP keeps the trained parameters equal, but not what lives beside them:
+    BatchNorm statistics, and an EMA copy taken before DDP's first sync. After
+    this, every rank evaluates exactly the weights rank 0 checkpoints.
+    """
     if get_world_size() == 1:
         return
     with torch.no_grad():
-        for buffer in module.buffers():
-            dist.broadcast(buffer, src=0)
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
 
 
 def lost_contact(exc: BaseException) -> bool:
@@ -173,7 +178,7 @@ def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: b
 
     DDP averages gradients over ranks during ``backward``. Buffers are synced
     once, at the start, not before every forward (Detectron2's choice):
-    checkpoints come from rank 0, and ``broadcast_buffers`` aligns every rank
+    checkpoints come from rank 0, and ``broadcast_weights`` aligns every rank
     with it before evaluation.
     """
     if get_world_size() == 1:

@@ -59,7 +59,7 @@ def run_evaluation(model: nn.Module, loader, metric, device: torch.device, progr
     order and computes; every rank returns rank 0's metrics, the figures one
     process evaluating the whole set gets.
     """
-    distributed.broadcast_buffers(model)  # every rank evaluates the weights rank 0 checkpoints
+    distributed.broadcast_weights(model)  # every rank evaluates the weights rank 0 checkpoints
     sharded = distributed.get_world_size() > 1
     results: list[tuple[dict, dict]] = []
     was_training = model.training
