@@ -257,14 +257,16 @@ def test_a_stuck_rank_ends_the_run_after_dist_timeout_instead_of_hanging(tmp_pat
 
 
 def test_sdk_run_nproc_2_writes_one_log_metrics_and_checkpoint_from_rank_0(tmp_path):
-    recipe = tiny_recipe(tmp_path / "run", data={"batch_size": 2, "group_by_aspect_ratio": True},
-                         train={"iters": 3, "sync_bn": True}, runtime={"plot_samples": 0})
+    # Loader workers and two evaluations: rank 0 draws plots (OpenCV) between them, then forks new workers.
+    recipe = tiny_recipe(tmp_path / "run", data={"batch_size": 2, "group_by_aspect_ratio": True, "num_workers": 1},
+                         train={"iters": 3, "eval_interval": 2, "sync_bn": True}, runtime={"dist_timeout": 60.0})
     path = write_recipe(tmp_path / "recipe.toml", recipe)
     completed = run_processes(["-m", "detsdk", "run", path, "--nproc", "2", "--device", "cpu"], tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in records if r["mode"] == "train"] == [1, 2, 3]
-    assert [r["mode"] for r in records].count("val") == 1
+    assert [r["iter"] for r in records if r["mode"] == "val"] == [2, 3]
+    assert (tmp_path / "run" / "plots" / "predictions.png").is_file()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics == {k: v for k, v in records[-1].items() if k.startswith("bbox_")}
     assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 3
@@ -323,3 +325,20 @@ def test_merged_shards_reach_the_metric_in_dataset_order_with_masks_intact():
     for i, (sample, detection) in enumerate(seen):
         assert np.array_equal(sample["masks"], masks[i]) and sample["masks"].dtype == np.uint8
         assert np.array_equal(detection["masks"], masks[i]) and detection["boxes"][0, 0] == i
+
+
+def test_the_launcher_exits_with_the_code_of_the_rank_that_failed_by_itself(capsys):
+    from types import SimpleNamespace
+
+    from detsdk.engine.launch import _failure_exit_code
+
+    def failed(**codes_and_times):
+        return SimpleNamespace(failures={int(r[1:]): SimpleNamespace(exitcode=c, timestamp=t)
+                                         for r, (c, t) in codes_and_times.items()})
+
+    assert _failure_exit_code(failed(r0=(-15, 5), r1=(1, 6))) == 1  # rank 0 was only stopped by the agent
+    assert _failure_exit_code(failed(r0=(1, 4), r1=(2, 5))) == 2  # a user error wins over a lost peer
+    assert capsys.readouterr().err == ""  # those ranks printed their own line
+    assert _failure_exit_code(failed(r0=(-9, 3), r1=(-15, 4))) == 137
+    assert capsys.readouterr().err.strip() == (
+        "error: rank 0 was killed by signal SIGKILL (out of memory? the system log may say)")

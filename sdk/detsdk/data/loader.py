@@ -10,7 +10,6 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -123,7 +122,8 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)  # the workers are the parallelism; OpenCV's own threads would oversubscribe the cores
+    # No cv2.setNumThreads here: in a worker forked after the main process used OpenCV's thread pool
+    # (plots after an evaluation), it deadlocks, and the next evaluation's loader never yields.
 
 
 def build_loader(

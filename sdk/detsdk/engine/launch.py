@@ -74,15 +74,20 @@ def launch(arguments: list[str], nproc: int) -> int:
 
 
 def _failure_exit_code(exc) -> int:
-    """The first failed rank's exit code; a user error (2) wins over ranks that lost their peer."""
+    """The exit code of the rank that failed by itself, a user error (2) first.
+
+    Ranks the agent stopped afterwards (SIGTERM) count only when no rank
+    exited by itself: then a signal killed one (the OOM killer, say), which
+    that rank could not report, so it is reported here.
+    """
     failures = exc.failures  # global rank -> ProcessFailure
-    rank = next((r for r, f in sorted(failures.items()) if f.exitcode == 2), None)
-    if rank is None:
-        rank = min(failures, key=lambda r: (failures[r].timestamp, r))
-    failure = failures[rank]
-    if failure.exitcode < 0:
-        name = signal.Signals(-failure.exitcode).name if -failure.exitcode in signal.Signals._value2member_map_ else ""
-        print(f"error: rank {rank} was killed by signal {name or -failure.exitcode} "
-              "(out of memory? the system log may say)", file=sys.stderr, flush=True)
-        return 128 - failure.exitcode
-    return failure.exitcode
+    exited = {rank: failure for rank, failure in failures.items() if failure.exitcode > 0}
+    if exited:
+        rank = min(exited, key=lambda r: (exited[r].exitcode != 2, exited[r].timestamp, r))
+        return exited[rank].exitcode
+    rank = min(failures, key=lambda r: (failures[r].timestamp, r))
+    number = -failures[rank].exitcode
+    name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else str(number)
+    print(f"error: rank {rank} was killed by signal {name} (out of memory? the system log may say)",
+          file=sys.stderr, flush=True)
+    return 128 + number
