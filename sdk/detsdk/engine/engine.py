@@ -23,7 +23,8 @@ from tqdm import tqdm
 from detsdk import __version__
 from detsdk.data.device_normalize import defer_normalize
 from detsdk.data.loader import PipelineDataset, build_loader
-from detsdk.engine import build
+from detsdk.data.samplers import aspect_ratio_groups
+from detsdk.engine import build, distributed
 from detsdk.engine.checkpoint import (
     load_checkpoint,
     load_weights_from,
@@ -60,10 +61,12 @@ class Engine:
         self.config = with_defaults(recipe.data)
         runtime = self.config["runtime"]
         self.work_dir = Path(work_dir or runtime["work_dir"] or Path("runs") / recipe.stem)
-        self.device = resolve_device(device or runtime["device"])
+        # Under torchrun this joins the process group; each rank then has its own GPU (or gloo on the CPU).
+        self.device = distributed.setup(resolve_device(device or runtime["device"]), float(runtime["dist_timeout"]))
         self.registry = get_registry()
-        self.log = RunLog(self.work_dir)
+        self.log = RunLog(self.work_dir, enabled=distributed.is_main_process())
         self.model: torch.nn.Module | None = None
+        self.train_model: torch.nn.Module | None = None  # set by fit(): the model, or its DDP wrapper
         self.classes: list[str] = []
         self.cat_ids: list[int] | None = None
         self.iteration = 0
@@ -109,7 +112,8 @@ class Engine:
         return self.model
 
     def _seed(self) -> None:
-        seed = int(self.config["runtime"]["seed"])
+        # Each rank draws its own random numbers; DDP gives every rank rank 0's initial weights.
+        seed = int(self.config["runtime"]["seed"]) + distributed.get_rank()
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
@@ -134,6 +138,8 @@ class Engine:
             train_set, batch_size, int(data_config["num_workers"]), shuffle=True,
             seed=int(self.config["runtime"]["seed"]), pin_memory=data_config["pin_memory"] and self.device.type == "cuda",
             persistent_workers=data_config["persistent_workers"], prefetch_factor=int(data_config["prefetch_factor"]),
+            rank=distributed.get_rank(), world_size=distributed.get_world_size(),
+            group_ids=aspect_ratio_groups(train_set.dataset) if self.config["data"]["group_by_aspect_ratio"] else None,
         )
         accumulate = int(train_config["accumulate"])
         iters_per_epoch = math.ceil(len(loader) / accumulate)  # an iteration is one optimizer step
@@ -141,6 +147,8 @@ class Engine:
             raise DataError(f"data.train: the training dataset is empty ({self.config['data']['train']['type']})")
         iteration_based = int(train_config["iters"]) > 0
         total_iters = int(train_config["iters"]) if iteration_based else int(train_config["epochs"]) * iters_per_epoch
+        if train_config["sync_bn"]:
+            self.model = model = distributed.convert_sync_batchnorm(model, self.device)
         optimizer = build.build_optimizer(train_config["optimizer"], model)
         scale_learning_rate(optimizer, train_config["auto_scale_lr"], batch_size, accumulate, world_size())
         scheduler = build.build_scheduler(train_config["scheduler"], optimizer, total_iters, iters_per_epoch)
@@ -152,10 +160,14 @@ class Engine:
             self._resume()
         elif self.config["runtime"]["load_from"]:
             load_weights_from(model, self.config["runtime"]["load_from"])
+        # What training calls: the model, or its DDP wrapper; evaluation and checkpoints use the model.
+        self.train_model = distributed.wrap_model(model, self.device, bool(train_config["find_unused_parameters"]))
+        self.train_step.model = self.train_model
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            self.log.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
-        (self.work_dir / "recipe.toml").write_text(dump_recipe(self.config), encoding="utf-8")
+        if distributed.is_main_process():
+            if not resume:
+                self.log.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
+            (self.work_dir / "recipe.toml").write_text(dump_recipe(self.config), encoding="utf-8")
 
         self.registry.call_hook("detsdk_on_train_start", engine=self)
         evaluated_at = self._train_loop(loader, batch_size * accumulate, eval_split)
@@ -196,7 +208,8 @@ class Engine:
         step_log = _StepLog(self.log, max(1, int(train_config["log_interval"])))
         evaluated_at = -1
         self.model.train()
-        with tqdm(total=self.total_iters, initial=self.iteration, desc="train", dynamic_ncols=True) as progress:
+        with tqdm(total=self.total_iters, initial=self.iteration, desc="train", dynamic_ncols=True,
+                  disable=not distributed.is_main_process()) as progress:
             while self.iteration < self.total_iters:
                 epoch_index, offset = divmod(self.iteration, self.iters_per_epoch)
                 loader.sampler.set_epoch(epoch_index, offset * batch_size)
@@ -228,8 +241,9 @@ class Engine:
         return evaluated_at
 
     def _train_step(self, batches: list) -> dict[str, float]:
-        """One iteration (see ``detsdk.engine.train_step``); its loss terms as floats."""
-        return self.train_step(batches, self.iteration + 1, self.iteration // self.iters_per_epoch + 1)
+        """One iteration (see ``detsdk.engine.train_step``); its loss terms as floats, averaged over ranks."""
+        losses = self.train_step(batches, self.iteration + 1, self.iteration // self.iters_per_epoch + 1)
+        return distributed.mean_over_ranks(losses, self.device)
 
     @property
     def inference_model(self) -> torch.nn.Module:
@@ -279,7 +293,8 @@ class Engine:
     def save(self, name: str) -> Path:
         """Write a checkpoint into the work dir atomically."""
         path = self.work_dir / name
-        save_checkpoint(path, self.checkpoint_state())
+        if distributed.is_main_process():
+            save_checkpoint(path, self.checkpoint_state())
         return path
 
     def _resume(self) -> None:
@@ -338,18 +353,21 @@ class Engine:
     def _evaluate_split(self, split: str) -> dict[str, float]:
         eval_set = self.dataset(split, keep_annotations=True)
         batch_size = int(self.config["eval"]["batch_size"] or self.config["data"]["batch_size"])
-        loader = build_loader(eval_set, batch_size, int(self.config["data"]["num_workers"]), shuffle=False)
+        loader = build_loader(eval_set, batch_size, int(self.config["data"]["num_workers"]), shuffle=False,
+                              rank=distributed.get_rank(), world_size=distributed.get_world_size())
         metric = self._build_metric(eval_set.dataset)
-        with tqdm(total=len(loader), desc=f"eval {split}", dynamic_ncols=True, leave=False) as progress:
+        with tqdm(total=len(loader), desc=f"eval {split}", dynamic_ncols=True, leave=False,
+                  disable=not distributed.is_main_process()) as progress:
             metrics = run_evaluation(self.inference_model, loader, metric, self.device, progress)
         return self._record_metrics(split, metrics)
 
     def _record_metrics(self, split: str, metrics: dict[str, float]) -> dict[str, float]:
         self.metrics = {k: float(v) for k, v in metrics.items()}
-        write_metrics(self.work_dir, self.metrics)
-        self.log.write({"mode": "val", "split": split, "epoch": self.epoch, "iter": self.iteration, **self.metrics})
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in list(self.metrics.items())[:6])
-        print(f"eval {split} (epoch {self.epoch}, iter {self.iteration}): {shown}")
+        if distributed.is_main_process():
+            write_metrics(self.work_dir, self.metrics)
+            self.log.write({"mode": "val", "split": split, "epoch": self.epoch, "iter": self.iteration, **self.metrics})
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in list(self.metrics.items())[:6])
+            print(f"eval {split} (epoch {self.epoch}, iter {self.iteration}): {shown}")
         self.registry.call_hook("detsdk_after_eval", engine=self, metrics=self.metrics)
         return self.metrics
 
@@ -385,6 +403,8 @@ class Engine:
             self.model.train()
 
     def _plot(self, split: str) -> None:
+        if not distributed.is_main_process():
+            return
         plots = self.work_dir / "plots"
         plot_curves(self.log.read(), plots)
         count = int(self.config["runtime"]["plot_samples"])

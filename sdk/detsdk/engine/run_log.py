@@ -9,13 +9,19 @@ from typing import Any
 
 
 class RunLog:
-    """Appends one JSON object per logged step or evaluation to ``log.jsonl``."""
+    """Appends one JSON object per logged step or evaluation to ``log.jsonl``.
 
-    def __init__(self, work_dir: Path):
+    ``enabled=False`` (every rank but 0 of a distributed run) writes nothing.
+    """
+
+    def __init__(self, work_dir: Path, enabled: bool = True):
         self.path = Path(work_dir) / "log.jsonl"
+        self.enabled = enabled
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` as one line."""
+        if not self.enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as file:
             file.write(json.dumps(record) + "\n")
@@ -31,7 +37,7 @@ class RunLog:
 
         A run killed while writing may leave a partial last line: it goes too.
         """
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return 0
         kept, dropped = [], 0
         for line in self.path.read_text(encoding="utf-8").splitlines():

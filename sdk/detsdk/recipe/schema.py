@@ -24,6 +24,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "prefetch_factor": 2,  # batches each worker loads ahead (with num_workers > 0)
         # Ship uint8 images and normalise on the device when the train pipeline ends with normalize [+ pad].
         "normalize_on_device": "auto",  # "auto": on when training on CUDA
+        "group_by_aspect_ratio": False,  # batch wide (w >= h) and tall images apart (docs/distributed.md)
     },
     "train": {
         "epochs": 12,
@@ -43,6 +44,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "channels_last": False,
         "compile": False,  # false | true | { backend = "inductor", mode = "default" }: the backbone only
         "auto_scale_lr": False,  # false | true | { base_batch_size = 16 }
+        # Distributed (torchrun; docs/distributed.md): BatchNorm statistics over all ranks (CUDA), and
+        # DDP for detectors whose trainable parameters do not all get a gradient every iteration.
+        "sync_bn": False,
+        "find_unused_parameters": False,
     },
     # batch_size 0: data.batch_size; tta {}: off (see detsdk.engine.tta for its keys)
     "eval": {"metric": {"type": "coco"}, "batch_size": 0, "tta": {}},
@@ -50,6 +55,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "work_dir": "", "seed": 0, "load_from": "", "device": "auto", "plot_samples": 8,
         "deterministic": False,  # deterministic algorithms and cuDNN: the same run gives the same weights
         "tensorboard": False,  # write <work_dir>/tensorboard (pip install 'det-sdk[tensorboard]')
+        "dist_timeout": 600.0,  # seconds a distributed collective may wait before the run fails
     },
 }
 DATA_SPLITS = ("train", "val", "test")
