@@ -35,8 +35,8 @@ from detsdk.engine.checkpoint import (
 )
 from detsdk.engine.device import resolve_device
 from detsdk.engine.evaluation import run_evaluation
-from detsdk.engine.plots import draw_detections, plot_curves, save_grid
 from detsdk.engine.interop import to_detsdk
+from detsdk.engine.plots import draw_detections, plot_curves, save_grid
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
 from detsdk.engine.run_log import RunLog, write_metrics
 from detsdk.engine.train_setup import build_train_step, enable_deterministic, scale_learning_rate, world_size
@@ -330,7 +330,7 @@ class Engine:
                     f"counterpart: {', '.join(conversion.unplaced[:5])}"
                 )
             try:
-                model.load_state_dict(model_state_of(state))
+                model.load_state_dict(conversion.weights)
             except RuntimeError as exc:
                 raise CheckpointError(
                     f"{checkpoint}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})"
@@ -339,8 +339,8 @@ class Engine:
         if tta is not None:  # [eval] tta: here and in predict(), not in the evaluations during fit()
             eval_set = self.dataset(split, keep_annotations=True)
             batch_size = int(self.config["eval"]["batch_size"] or self.config["data"]["batch_size"])
-            metrics = evaluate_with_tta(model, eval_set, self._build_metric(eval_set.dataset), self.device, tta,
-                                        batch_size, int(self.config["data"]["num_workers"]))
+            metrics = evaluate_with_tta(self.inference_model, eval_set, self._build_metric(eval_set.dataset), self.device,
+                                        tta, batch_size, int(self.config["data"]["num_workers"]))
             return self._record_metrics(split, metrics)
         return self._evaluate_split(split)
 
