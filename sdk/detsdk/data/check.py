@@ -19,7 +19,6 @@ refuses (boxes without area, unknown ``category_id``).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import Counter, defaultdict
 from typing import Any
@@ -28,6 +27,7 @@ import attrs
 import cv2
 import numpy as np
 
+from detsdk.builtin.data.coco import read_json
 from detsdk.errors import DataError
 
 BORDER_SLACK = 1.0  # pixels a box may reach past the image border (rounding in annotation tools)
@@ -258,13 +258,7 @@ def check_coco_file(ann_file: str, images: str = "") -> CheckReport:
 
 
 def _read_coco(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise DataError(f"annotation file not found: {path}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a valid JSON file: {exc}") from None
+    data = read_json(path, "a COCO JSON file")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise DataError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories' lists")
     return data

@@ -217,18 +217,23 @@ def read_image(path: str, what: str = "") -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _load_json(path: str) -> dict:
+def read_json(path: str, expected: str) -> object:
+    """A JSON file's content; a missing, unreadable or invalid file is a ``DataError`` naming ``expected``."""
     if not os.path.isfile(path):
-        raise DataError(f"annotation file not found: {path} (expected a COCO JSON file; cwd is {os.getcwd()})")
+        raise DataError(f"annotation file not found: {path} (expected {expected}; cwd is {os.getcwd()})")
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+            return json.load(f)
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path}: not valid JSON at line {exc.lineno} column {exc.colno} (char {exc.pos}): {exc.msg}"
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read as a UTF-8 JSON file: {exc}") from exc
+
+
+def _load_json(path: str) -> dict:
+    data = read_json(path, "a COCO JSON file")
     if not isinstance(data, dict):
         raise DataError(
             f"{path}: expected a JSON object with 'images', 'annotations', 'categories', got {type(data).__name__}"

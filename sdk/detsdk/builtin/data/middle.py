@@ -20,13 +20,12 @@ evaluation. An ignore box without ``labels_ignore`` ignores every class.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 import numpy as np
 
-from detsdk.builtin.data.coco import read_image
+from detsdk.builtin.data.coco import read_image, read_json
 from detsdk.errors import DataError, RecipeError, warn
 
 
@@ -137,17 +136,9 @@ class MiddleDataset:
 
 
 def _load_list(path: str) -> list:
-    if not os.path.isfile(path):
-        raise DataError(f"annotation file not found: {path} (expected a middle-format JSON list; cwd is {os.getcwd()})")
     if path.endswith((".pkl", ".pickle")):
         raise DataError(f"{path}: pickle files are not read (loading them can run code); convert it to JSON")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read as a UTF-8 JSON file: {exc}") from exc
+    data = read_json(path, "a middle-format JSON list")
     if not isinstance(data, list):
         raise DataError(
             f"{path}: expected a JSON list of images (filename, width, height, ann), got {type(data).__name__}"
