@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from detsdk.builtin.data.coco import read_image
+from detsdk.builtin.data.records import RecordsDataset
 from detsdk.errors import DataError, RecipeError, suggest, warn
 
 VOC_CLASSES = [
@@ -29,7 +30,7 @@ VOC_CLASSES = [
 ]  # fmt: skip
 
 
-class VocDataset:
+class VocDataset(RecordsDataset):
     """Samples of one VOC year folder and split, every XML parsed once when the dataset is built.
 
     ``difficult`` objects are kept as ignore regions (``iscrowd`` True), as
@@ -108,26 +109,9 @@ class VocDataset:
     def _split_file(self) -> Path:
         return self.root / "ImageSets" / "Main" / f"{self.split}.txt"
 
-    def __len__(self) -> int:
-        """Number of images in the split."""
-        return len(self._records)
-
-    def __getitem__(self, index: int) -> dict:
-        """The sample at ``index``: the decoded RGB image plus its annotations."""
-        sample = self.get_annotations(index)
-        sample["image"] = read_image(sample["meta"]["file"], what=f"VOC image {sample['meta']['image_id']}")
-        sample["meta"]["ori_shape"] = tuple(sample["image"].shape[:2])
-        return sample
-
-    def get_annotations(self, index: int) -> dict:
-        """The sample at ``index`` without ``image``; ``meta["ori_shape"]`` comes from the XML's ``size``."""
-        record = self._records[index]
-        return {
-            "boxes": record["boxes"].copy(),
-            "labels": record["labels"].copy(),
-            "iscrowd": record["iscrowd"].copy(),
-            "meta": {"image_id": record["image_id"], "file": record["file"], "ori_shape": record["shape"], "index": index},
-        }
+    def describe(self, index: int) -> str:
+        """Errors name the VOC image id."""
+        return f"VOC image {self._records[index]['image_id']}"
 
     def __repr__(self) -> str:
         return f"VocDataset({str(self.root)!r}, split={self.split!r}, images={len(self)})"

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from detsdk.builtin.data.coco import read_image, read_json
+from detsdk.builtin.data.coco import read_json
+from detsdk.builtin.data.records import RecordsDataset
 from detsdk.errors import DataError, RecipeError, warn
 
 
-class MiddleDataset:
+class MiddleDataset(RecordsDataset):
     """Samples from a middle-format JSON file, in the order of its list.
 
     ``meta["image_id"]`` is the entry's position in the list plus one.
@@ -49,8 +50,8 @@ class MiddleDataset:
         ):
             raise RecipeError(f"middle: class_names = {class_names!r}: expected a non-empty list of class names")
         self.classes: list[str] = list(class_names)
-        self._entries = [self._parse(i, e) for i, e in enumerate(_load_list(self.ann_file))]
-        dropped = sum(e.pop("dropped") for e in self._entries)
+        self._records = [self._parse(i, e) for i, e in enumerate(_load_list(self.ann_file))]
+        dropped = sum(e.pop("dropped") for e in self._records)
         if dropped:
             warn(
                 f"{self.ann_file}: dropped {dropped} box(es) that are not finite or have no area "
@@ -110,26 +111,9 @@ class MiddleDataset:
         num_classes = len(self.classes)
         return np.repeat(boxes, num_classes, axis=0), np.tile(np.arange(num_classes), len(boxes))
 
-    def __len__(self) -> int:
-        """Number of images."""
-        return len(self._entries)
-
-    def __getitem__(self, index: int) -> dict:
-        """The sample at ``index``: the decoded RGB image plus its annotations."""
-        sample = self.get_annotations(index)
-        sample["image"] = read_image(sample["meta"]["file"], what=f"entry {index} of {self.ann_file}")
-        sample["meta"]["ori_shape"] = tuple(sample["image"].shape[:2])
-        return sample
-
-    def get_annotations(self, index: int) -> dict:
-        """The sample at ``index`` without ``image``; ``meta["ori_shape"]`` comes from the JSON."""
-        entry = self._entries[index]
-        return {
-            "boxes": entry["boxes"].copy(),
-            "labels": entry["labels"].copy(),
-            "iscrowd": entry["iscrowd"].copy(),
-            "meta": {"image_id": entry["image_id"], "file": entry["file"], "ori_shape": entry["shape"], "index": index},
-        }
+    def describe(self, index: int) -> str:
+        """Errors name the entry and the annotation file."""
+        return f"entry {index} of {self.ann_file}"
 
     def __repr__(self) -> str:
         return f"MiddleDataset({self.ann_file!r}, images={len(self)}, classes={len(self.classes)})"
