@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import painted_sample
 
 from detsdk.builtin.transforms.crop import MinIoURandomCrop, RandomCrop, keep_instances
 from detsdk.builtin.transforms.cutout import CutOut
@@ -24,20 +25,9 @@ TRIALS = 25
 
 
 def objects_sample() -> dict:
-    image = np.full((96, 128, 3), BACKGROUND, np.uint8)
-    masks = np.zeros((len(OBJECTS), 96, 128), np.uint8)
-    for i, ((x1, y1, x2, y2), colour) in enumerate(OBJECTS):
-        image[y1:y2, x1:x2] = colour
-        masks[i, y1:y2, x1:x2] = 1
-    return {
-        "image": image,
-        "boxes": np.array([box for box, _ in OBJECTS], np.float32),
-        "labels": np.arange(len(OBJECTS), dtype=np.int64),
-        "masks": masks,
-        "iscrowd": np.zeros(len(OBJECTS), bool),
-        "areas": np.array([(b[2] - b[0]) * (b[3] - b[1]) for b, _ in OBJECTS], np.float32),
-        "meta": {"image_id": 1, "file": "objects.png", "ori_shape": (96, 128)},
-    }
+    sample = painted_sample(OBJECTS, 96, 128, BACKGROUND, file="objects.png")
+    sample["areas"] = np.array([(b[2] - b[0]) * (b[3] - b[1]) for b, _ in OBJECTS], np.float32)
+    return sample
 
 
 def assert_objects_on_their_pixels(sample: dict, holes: bool = False) -> int:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import painted_sample
 
 from detsdk.builtin.transforms.geometric import Pad, RandomFlip, Resize
 from detsdk.builtin.transforms.photometric import Normalize, PhotometricDistortion
@@ -16,19 +17,7 @@ RECTANGLES = [((5, 5, 25, 20), (255, 0, 0)), ((40, 10, 70, 50), (0, 255, 0)), ((
 
 
 def rectangles_sample(height: int = 60, width: int = 80) -> dict:
-    image = np.zeros((height, width, 3), np.uint8)
-    masks = np.zeros((len(RECTANGLES), height, width), np.uint8)
-    for i, ((x1, y1, x2, y2), colour) in enumerate(RECTANGLES):
-        image[y1:y2, x1:x2] = colour
-        masks[i, y1:y2, x1:x2] = 1
-    return {
-        "image": image,
-        "boxes": np.array([r for r, _ in RECTANGLES], np.float32),
-        "labels": np.arange(len(RECTANGLES), dtype=np.int64),
-        "masks": masks,
-        "iscrowd": np.zeros(len(RECTANGLES), bool),
-        "meta": {"image_id": 1, "file": "rectangles.png", "ori_shape": (height, width)},
-    }
+    return painted_sample(RECTANGLES, height, width, file="rectangles.png")
 
 
 def assert_aligned(sample: dict) -> None:
