@@ -30,6 +30,10 @@ class TrainingError(DetSDKError):
     """Training cannot go on (a NaN or infinite loss, for example)."""
 
 
+class HookError(DetSDKError):
+    """A training hook raised; the message names the hook, its plugin and the event."""
+
+
 def suggest(name: str, choices: Iterable[str]) -> str:
     """Return ``" (did you mean 'x'?)"`` for the nearest choice, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

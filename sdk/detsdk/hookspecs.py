@@ -65,6 +65,12 @@ def detsdk_register_metrics(register):
 
 
 @hookspec
+def detsdk_register_hooks(register):
+    """Register training hooks: objects with any of ``before_train``, ``before_epoch``, ``after_iter``,
+    ``after_epoch``, ``after_eval``, ``after_train`` (see DESIGN.md "Hooks"); recipes use them in ``train.hooks``."""
+
+
+@hookspec
 def detsdk_register_recipes(register):
     """Register recipe folders: ``register(name, path_to_folder)``; used as ``plugin:file.toml``."""
 

@@ -108,6 +108,17 @@ def detsdk_register_metrics(register):
 
 
 @hookimpl
+def detsdk_register_hooks(register):
+    """Training hooks for ``train.hooks``."""
+    register("early_stopping", f"{_B}.hooks.early_stopping:EarlyStopping",
+             description="Stop when a metric has not improved for `patience` evaluations")
+    register("pipeline_switch", f"{_B}.hooks.pipeline_switch:PipelineSwitch",
+             description="Another training pipeline from an epoch on (YOLOX/RTMDet last epochs)")
+    register("mlflow", f"{_B}.hooks.mlflow_tracking:MlflowTracking",
+             description="MLflow tracking: recipe as params, losses and metrics, checkpoints and plots")
+
+
+@hookimpl
 def detsdk_register_recipes(register):
     """Recipes shipped with det-sdk, as ``detsdk:<path>.toml``."""
     register("detsdk", str(Path(__file__).parent.parent / "recipes"), description="det-sdk recipes")

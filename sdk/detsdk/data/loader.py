@@ -28,25 +28,46 @@ class PipelineDataset(Dataset):
     image: evaluation compares detections against those, in original pixels.
     After ``seed_samples(seed)`` each item's randomness depends on the seed, the
     epoch (``set_epoch``) and its index only (see ``detsdk.data.seeding``).
+
+    The pipeline may change from an epoch on (``add_stage``, the ``pipeline_switch``
+    hook): each item takes the stage of the epoch it belongs to, read from the
+    shared-memory epoch that persistent workers see too.
     """
 
     def __init__(self, dataset: Any, transforms: Sequence[Callable[[dict], dict]], keep_annotations: bool = False):
         self.dataset = dataset
-        self.transforms = list(transforms)
+        # (first 0-based epoch, transforms), by epoch: the recipe's pipeline from epoch 0, then add_stage's.
+        self.stages: list[tuple[int, list]] = [(0, list(transforms))]
         self.keep_annotations = keep_annotations
         self.seed: int | None = None
-        self._epoch: torch.Tensor | None = None
+        self._epoch = torch.zeros((), dtype=torch.int64)
+
+    @property
+    def transforms(self) -> list:
+        """The recipe's pipeline (the first stage)."""
+        return self.stages[0][1]
+
+    def add_stage(self, from_epoch: int, transforms: Sequence[Callable[[dict], dict]]) -> None:
+        """From 0-based epoch ``from_epoch`` on, samples go through ``transforms`` instead.
+
+        Call it before the loader's workers start: they keep the stages they were started with.
+        """
+        self.stages = sorted([*(s for s in self.stages if s[0] != from_epoch), (from_epoch, list(transforms))],
+                             key=lambda stage: stage[0])
+
+    def transforms_at(self, epoch: int) -> list:
+        """The transforms of the stage that 0-based ``epoch`` belongs to."""
+        return next(transforms for start, transforms in reversed(self.stages) if start <= epoch)
 
     def seed_samples(self, seed: int) -> None:
         """Seed every item from ``(seed, epoch, index)``, whichever worker loads it."""
         self.seed = seed
         # Shared memory: persistent workers see the epoch the main process sets.
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._epoch.share_memory_()
 
     def set_epoch(self, epoch: int) -> None:
-        """The epoch the next items belong to (used by per-sample seeding)."""
-        if self._epoch is not None:
-            self._epoch.fill_(epoch)
+        """The epoch the next items belong to (per-sample seeding and the pipeline stage)."""
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -64,7 +85,8 @@ class PipelineDataset(Dataset):
             annotations = {k: np.array(v, copy=True) for k, v in sample.items() if k in ANNOTATION_KEYS}
             annotations["meta"] = dict(sample.get("meta", {}))
             annotations["meta"].setdefault("ori_shape", tuple(sample["image"].shape[:2]))
-        sample = apply_pipeline(sample, self.transforms)
+        transforms = self.transforms_at(int(self._epoch)) if len(self.stages) > 1 else self.stages[0][1]
+        sample = apply_pipeline(sample, transforms)
         return (sample, annotations) if self.keep_annotations else sample
 
 

@@ -1,14 +1,16 @@
-"""Build what a recipe describes: datasets with their pipelines, the detector, the optimizer."""
+"""Build what a recipe describes: datasets with their pipelines, the detector, the optimizer, the hooks."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
 from detsdk.builtin.data.wrappers import SelectedDataset
 from detsdk.data.loader import PipelineDataset
+from detsdk.engine.hooks import Hooks, NamedHook
 from detsdk.errors import RecipeError
 from detsdk.plugins import get_registry
 from detsdk.plugins.build import build_component
@@ -106,3 +108,14 @@ def build_scheduler(spec: dict, optimizer, total_iters: int, iters_per_epoch: in
         "scheduler", spec, where="train.scheduler",
         optimizer=optimizer, total_iters=total_iters, iters_per_epoch=iters_per_epoch,
     )
+
+
+def build_hooks(specs: list[dict], objects: Sequence[Any] = ()) -> Hooks:
+    """``train.hooks`` in recipe order, then the hook objects an app passed to ``Engine``."""
+    named = []
+    for i, spec in enumerate(specs):
+        component = get_registry().get("hook", spec["type"], where=f"train.hooks[{i}].type")
+        hook = build_component("hook", spec, where=f"train.hooks[{i}]")
+        named.append(NamedHook(hook, f"'{spec['type']}' (train.hooks[{i}], plugin {component.plugin})"))
+    named += [NamedHook(hook, f"{type(hook).__name__} (passed to Engine)") for hook in objects]
+    return Hooks(named)

@@ -2,7 +2,9 @@
 
 The loop is short on purpose (Detectron2's SimpleTrainer): fetch, forward,
 check the loss, backward, step. Logging, checkpoints and evaluation happen
-between iterations; plugins observe through the ``detsdk_*`` event hooks.
+between iterations; plugins observe through the ``detsdk_*`` event hooks, and
+hook objects (``train.hooks``, ``Engine.from_recipe(..., hooks=[...])``) may act,
+e.g. ``engine.stop_training(reason)``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from detsdk.engine.checkpoint import (
 )
 from detsdk.engine.device import resolve_device
 from detsdk.engine.evaluation import run_evaluation
+from detsdk.engine.hooks import Hooks
 from detsdk.engine.interop import to_detsdk
 from detsdk.engine.plots import draw_detections, plot_curves, save_grid
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
@@ -55,7 +58,8 @@ class Engine:
     >>> metrics = engine.fit()                                                    # doctest: +SKIP
     """
 
-    def __init__(self, recipe: Recipe, work_dir: str | Path | None = None, device: str | None = None):
+    def __init__(self, recipe: Recipe, work_dir: str | Path | None = None, device: str | None = None,
+                 hooks: Sequence[Any] = ()):
         validate_recipe(recipe)
         self.recipe = recipe
         self.config = with_defaults(recipe.data)
@@ -75,17 +79,27 @@ class Engine:
         self.best_score = -math.inf
         self.train_step: TrainStep | None = None  # set by fit(): precision, accumulation, clipping, EMA
         self._datasets: dict[tuple[str, bool], Any] = {}
+        self.hook_objects = list(hooks)  # the app's, after train.hooks
+        self.hooks = Hooks()  # set by fit(): train.hooks, then hook_objects
+        self.stop_reason: str | None = None  # set by stop_training()
+        self.train_data: PipelineDataset | None = None  # set by fit(): what the training loader reads
+        self.device_normalize = None  # set by fit(): normalisation moved to the device, or None
 
     @classmethod
     def from_recipe(
         cls,
         source: str | Path | Mapping,
-        overrides: Iterable[str] = (),
+        overrides: Iterable[str] | Mapping[str, Any] = (),
         work_dir: str | Path | None = None,
         device: str | None = None,
+        hooks: Sequence[Any] = (),
     ) -> Engine:
-        """Load a recipe file or dict, apply ``key=value`` overrides, validate it and make an engine."""
-        return cls(load_recipe(source, overrides), work_dir=work_dir, device=device)
+        """Load a recipe file or dict, apply overrides, validate it and make an engine.
+
+        ``overrides`` are ``"key=value"`` strings (as ``--set``) or a dict such as
+        ``{"train.epochs": 1}``; ``hooks`` are hook objects run after ``train.hooks``.
+        """
+        return cls(load_recipe(source, overrides), work_dir=work_dir, device=device, hooks=hooks)
 
     # -- parts ------------------------------------------------------------
     def dataset(self, split: str, keep_annotations: bool = False):
@@ -124,6 +138,8 @@ class Engine:
     def fit(self, resume: bool = False) -> dict[str, float]:
         """Train, evaluating every ``eval_interval`` and at the end; returns the last metrics."""
         self._seed()
+        self.stop_reason = None
+        self.hooks = build.build_hooks(self.config["train"]["hooks"], self.hook_objects)
         train_config = self.config["train"]
         train_set = self.dataset("train")
         classes = list(train_set.dataset.classes)
@@ -133,6 +149,7 @@ class Engine:
             self._check_same_classes(eval_split)
         batch_size = int(self.config["data"]["batch_size"])
         train_set, device_normalize = self._train_set(train_set)
+        self.train_data, self.device_normalize = train_set, device_normalize
         data_config = self.config["data"]
         loader = build_loader(
             train_set, batch_size, int(data_config["num_workers"]), shuffle=True,
@@ -170,14 +187,45 @@ class Engine:
             (self.work_dir / "recipe.toml").write_text(dump_recipe(self.config), encoding="utf-8")
 
         self.registry.call_hook("detsdk_on_train_start", engine=self)
+        self.hooks.call("before_train", self)
+        stopped_before = self.stop_reason is not None  # resumed a run a hook had stopped: nothing to do
         evaluated_at = self._train_loop(loader, batch_size * accumulate, eval_split)
-        if eval_split and evaluated_at != self.iteration:  # a resumed run that had already finished
+        if eval_split and evaluated_at != self.iteration and not stopped_before:  # resumed a finished run
             self._evaluate_during_training(eval_split)
         if not eval_split:
             self.save("best.pt")  # nothing to rank checkpoints by: the last one is the best we know
         self._plot(eval_split or "train")
         self.registry.call_hook("detsdk_on_train_end", engine=self)
+        self.hooks.call("after_train", self)
         return self.metrics
+
+    def stop_training(self, reason: str) -> None:
+        """End the run after the current iteration: checkpoint, final evaluation, ``reason`` in ``log.jsonl``.
+
+        A hook calls it (``early_stopping`` does); ``--resume`` afterwards trains nothing more.
+        """
+        if self.stop_reason is None:
+            self.stop_reason = str(reason)
+
+    def add_train_pipeline_stage(self, from_epoch: int, transforms: Sequence) -> None:
+        """From 1-based epoch ``from_epoch`` on, training samples go through ``transforms``.
+
+        Call it from a hook's ``before_train`` (``pipeline_switch`` does). When
+        normalisation runs on the device, the new pipeline must end with the same
+        ``normalize`` [+ ``pad``] as the recipe's.
+        """
+        if self.train_data is None:
+            raise RecipeError("add_train_pipeline_stage: call it during fit(), from a hook's before_train")
+        transforms = list(transforms)
+        if self.device_normalize is not None:
+            transforms, normalize = defer_normalize(transforms)
+            if normalize is None or not (torch.equal(normalize.mean, self.device_normalize.mean.cpu())
+                                         and torch.equal(normalize.inverse_std, self.device_normalize.inverse_std.cpu())):
+                raise RecipeError(
+                    f"the training pipeline from epoch {from_epoch} must end with the same normalize [+ pad] as "
+                    "data.train.pipeline while data.normalize_on_device is on; make them agree or set it to false"
+                )
+        self.train_data.add_stage(from_epoch - 1, transforms)
 
     def _train_set(self, train_set: PipelineDataset):
         """The training data as the loader sees it: samples seeded by (seed, epoch, index), uint8 when
@@ -210,10 +258,12 @@ class Engine:
         self.model.train()
         with tqdm(total=self.total_iters, initial=self.iteration, desc="train", dynamic_ncols=True,
                   disable=not distributed.is_main_process()) as progress:
-            while self.iteration < self.total_iters:
+            while self.iteration < self.total_iters and self.stop_reason is None:
                 epoch_index, offset = divmod(self.iteration, self.iters_per_epoch)
                 loader.sampler.set_epoch(epoch_index, offset * batch_size)
                 loader.dataset.set_epoch(epoch_index)
+                self.epoch = epoch_index  # completed epochs; hooks see it before each epoch
+                self.hooks.call("before_epoch", self)
                 for batches in iteration_batches(loader, self.train_step.accumulate):
                     losses = self._train_step(batches)
                     self.iteration += 1
@@ -221,12 +271,15 @@ class Engine:
                     progress.update(1)
                     progress.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
                     self.registry.call_hook("detsdk_after_train_iter", engine=self, iteration=self.iteration, losses=losses)
-                    finished = self.iteration >= self.total_iters
+                    self.hooks.call("after_iter", self, self.iteration, losses)
+                    finished = self.iteration >= self.total_iters or self.stop_reason is not None
                     step_log.add(losses, epoch_index + 1, self.iteration, lr, force=finished)
                     epoch_ended = self.iteration % self.iters_per_epoch == 0 or finished
                     if epoch_ended:
                         self.epoch = math.ceil(self.iteration / self.iters_per_epoch)
                         self.registry.call_hook("detsdk_after_epoch", engine=self, epoch=self.epoch)
+                        self.hooks.call("after_epoch", self)
+                        finished = finished or self.stop_reason is not None
                     # Intervals count iterations when training by iterations, else epochs.
                     count, due_now = (self.iteration, True) if iteration_based else (self.epoch, epoch_ended)
                     if (due_now and (count % checkpoint_every == 0 or finished)) or (
@@ -236,9 +289,22 @@ class Engine:
                     if eval_split and due_now and (count % eval_every == 0 or finished):
                         self._evaluate_during_training(eval_split)
                         evaluated_at = self.iteration
+                    if self.stop_reason is not None:  # a hook stopped the run (perhaps in that evaluation)
+                        self._record_stop(eval_split, evaluated_at)
+                        evaluated_at = self.iteration if eval_split else evaluated_at
+                        break
                     if finished:
                         break
         return evaluated_at
+
+    def _record_stop(self, eval_split: str | None, evaluated_at: int) -> None:
+        """The reason in ``log.jsonl``, the final evaluation if this iteration had none, then ``last.pt``."""
+        print(f"stopped at iteration {self.iteration} (epoch {self.epoch}): {self.stop_reason}")
+        if distributed.is_main_process():
+            self.log.write({"mode": "stop", "epoch": self.epoch, "iter": self.iteration, "reason": self.stop_reason})
+        if eval_split and evaluated_at != self.iteration:
+            self._evaluate_during_training(eval_split)
+        self.save("last.pt")  # holds the stop: --resume trains nothing more
 
     def _train_step(self, batches: list) -> dict[str, float]:
         """One iteration (see ``detsdk.engine.train_step``); its loss terms as floats, averaged over ranks."""
@@ -282,6 +348,8 @@ class Engine:
             "best_score": self.best_score if math.isfinite(self.best_score) else None,
             "version": __version__,
             "scaler": None,
+            "stop_reason": self.stop_reason,
+            "hooks": self.hooks.state_dict(),
         }
         if getattr(self, "optimizer", None) is not None:
             state["optimizer"] = self.optimizer.state_dict()
@@ -310,31 +378,24 @@ class Engine:
         if state.get("best_score") is not None:
             self.best_score = float(state["best_score"])
         restore_rng_states(state["rng"])
+        self.hooks.load_state_dict(state.get("hooks") or {})
+        self.stop_reason = state.get("stop_reason")
+        if self.stop_reason is not None:
+            print(f"{path}: training was stopped at iteration {self.iteration} ({self.stop_reason}); nothing to resume")
         self.log.drop_after(self.iteration)  # the steps after the checkpoint are trained again
         print(f"resumed from {path} at iteration {self.iteration} (epoch {self.epoch})")
 
     # -- evaluation -------------------------------------------------------
     def evaluate(self, checkpoint: str | Path | None = None, split: str | None = None) -> dict[str, float]:
-        """Evaluate on ``split`` (default: test, else val), optionally with a checkpoint's weights."""
+        """Evaluate on ``split`` (default: test, else val), with a checkpoint's weights, else the model's.
+
+        Without a model yet (no ``fit()``), the recipe's model is built with
+        ``runtime.load_from``'s weights when it names a file.
+        """
         split = split or self._eval_split(("test", "val"))
         if split is None:
             raise RecipeError(f"{self.recipe.source_of('data')}: no data.test or data.val table to evaluate on")
-        dataset = self.dataset(split, keep_annotations=True).dataset
-        model = self._ensure_model(list(dataset.classes), f"data.{split} ({self.config['data'][split]['type']})", dataset)
-        if checkpoint is not None:
-            # det-sdk, torchvision and MMDetection files alike: names are converted, then all must fit.
-            conversion = to_detsdk(model_state_of(load_checkpoint(checkpoint)))
-            if conversion.unplaced:
-                raise CheckpointError(
-                    f"{checkpoint}: {len(conversion.unplaced)} {conversion.source_format} weights have no det-sdk "
-                    f"counterpart: {', '.join(conversion.unplaced[:5])}"
-                )
-            try:
-                model.load_state_dict(conversion.weights)
-            except RuntimeError as exc:
-                raise CheckpointError(
-                    f"{checkpoint}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})"
-                ) from None
+        self._model_with_weights(split, checkpoint, keep_annotations=True)
         tta = tta_settings(self.config["eval"]["tta"])
         if tta is not None:  # [eval] tta: here and in predict(), not in the evaluations during fit()
             eval_set = self.dataset(split, keep_annotations=True)
@@ -343,6 +404,18 @@ class Engine:
                                         tta, batch_size, int(self.config["data"]["num_workers"]))
             return self._record_metrics(split, metrics)
         return self._evaluate_split(split)
+
+    def _model_with_weights(self, split: str, checkpoint: str | Path | None, keep_annotations: bool = False) -> torch.nn.Module:
+        """The model (built from ``split``'s classes if there is none yet), with ``checkpoint``'s weights if given,
+        else ``runtime.load_from``'s when it was just built (as Detectron2's ``DefaultPredictor``)."""
+        dataset = self.dataset(split, keep_annotations=keep_annotations).dataset
+        built = self.model is None
+        model = self._ensure_model(list(dataset.classes), f"data.{split} ({self.config['data'][split]['type']})", dataset)
+        if checkpoint is not None:
+            _load_all_weights(model, checkpoint)
+        elif built and self.config["runtime"]["load_from"]:
+            load_weights_from(model, self.config["runtime"]["load_from"])
+        return model
 
     def _build_metric(self, dataset):
         metric = build_component("metric", self.config["eval"]["metric"], where="eval.metric")
@@ -369,6 +442,7 @@ class Engine:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in list(self.metrics.items())[:6])
             print(f"eval {split} (epoch {self.epoch}, iter {self.iteration}): {shown}")
         self.registry.call_hook("detsdk_after_eval", engine=self, metrics=self.metrics)
+        self.hooks.call("after_eval", self, self.metrics)
         return self.metrics
 
     def evaluate_results(self, results_file: str | Path) -> dict[str, float]:
@@ -383,10 +457,23 @@ class Engine:
         return self._record_metrics(split, metric.compute())
 
     # -- prediction -------------------------------------------------------
-    def detector(self) -> Detector:
-        """The trained model with the recipe's inference pipeline, as apps use it."""
-        if self.model is None:
-            raise RecipeError("no model yet: call fit() or evaluate() first, or use detsdk.load_detector(checkpoint)")
+    def detector(self, checkpoint: str | Path | None = None) -> Detector:
+        """The model with the recipe's inference pipeline, as apps use it.
+
+        The model is the trained (or evaluated) one; without one, the recipe's model
+        with ``checkpoint``'s weights, else ``runtime.load_from``'s. A ``checkpoint``
+        replaces the weights of an existing model too.
+        """
+        if self.model is None or checkpoint is not None:
+            split = self._eval_split(("test", "val", "train"))
+            if self.model is None and (split is None or not (checkpoint or self.config["runtime"]["load_from"])):
+                raise RecipeError(
+                    "no model yet: call fit() or evaluate() first, set runtime.load_from (and a data table to take "
+                    "the classes from), pass checkpoint=, or use detsdk.load_detector(checkpoint)"
+                )
+            if split is None:
+                raise RecipeError(f"{self.recipe.source_of('data')}: no data table to take the classes from")
+            self._model_with_weights(split, checkpoint)
         transforms = [
             build_component("transform", step, where=f"pipeline[{i}]")
             for i, step in enumerate(inference_pipeline_spec(self.config))
@@ -394,9 +481,13 @@ class Engine:
         return Detector(self.inference_model, transforms, self.classes, self.device, self.cat_ids,
                         tta=tta_settings(self.config["eval"]["tta"]))
 
-    def predict(self, images, score_thr: float = 0.0):
-        """Detect on an image array or path, or a list of them (see ``Detector.predict``)."""
-        detector = self.detector()
+    def predict(self, images, score_thr: float = 0.0, checkpoint: str | Path | None = None):
+        """Detect on an image array or path, or a list of them (see ``Detector.predict``).
+
+        Before any ``fit()``, the recipe's model is built with ``checkpoint``'s or
+        ``runtime.load_from``'s weights (det-sdk, torchvision or MMDetection files).
+        """
+        detector = self.detector(checkpoint)
         try:
             return detector.predict(images, score_thr=score_thr)
         finally:
@@ -444,6 +535,20 @@ class _StepLog:
         )
         self.window.clear()
         self.started = time.perf_counter()
+
+
+def _load_all_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
+    """Load a det-sdk, torchvision or MMDetection checkpoint: names are converted, then all must fit."""
+    conversion = to_detsdk(model_state_of(load_checkpoint(checkpoint)))
+    if conversion.unplaced:
+        raise CheckpointError(
+            f"{checkpoint}: {len(conversion.unplaced)} {conversion.source_format} weights have no det-sdk "
+            f"counterpart: {', '.join(conversion.unplaced[:5])}"
+        )
+    try:
+        model.load_state_dict(conversion.weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{checkpoint}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})") from None
 
 
 def _read_results(path: Path) -> list[dict]:

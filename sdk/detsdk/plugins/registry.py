@@ -32,6 +32,7 @@ KINDS = {
     "schedulers": "scheduler",
     "optimizers": "optimizer",
     "metrics": "metric",
+    "hooks": "hook",
     "recipes": "recipe",
 }
 BUILTIN_PLUGIN = "detsdk"

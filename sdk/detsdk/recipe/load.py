@@ -41,11 +41,15 @@ class Recipe:
         return self.path.stem if self.path else "recipe"
 
 
-def load_recipe(source: str | Path | Mapping, overrides: Iterable[str] = ()) -> Recipe:
+def load_recipe(source: str | Path | Mapping, overrides: Iterable[str] | Mapping[str, Any] = ()) -> Recipe:
     """Load a recipe file, a ``plugin:path.toml`` a plugin ships, or a dict; resolve ``base``; apply overrides.
+
+    ``overrides`` are ``"key.path=value"`` strings (as ``--set``) or a dict of key paths to values.
 
     >>> load_recipe({"train": {"epochs": 2}}, ["train.epochs=3"]).data["train"]["epochs"]
     3
+    >>> load_recipe({"train": {"epochs": 2}}, {"train.epochs": 1}).data["train"]["epochs"]
+    1
     """
     sources: dict[str, str] = {}
     if isinstance(source, Mapping):
@@ -54,24 +58,34 @@ def load_recipe(source: str | Path | Mapping, overrides: Iterable[str] = ()) -> 
     else:
         path = _locate_base(str(source), None) if _is_plugin_reference(str(source)) else Path(source)
         data = _resolve(_read_toml(path), path, sources, (path.resolve(),))
-    for override in overrides:
-        key_path, value = parse_override(override)
+    if isinstance(overrides, Mapping):
+        pairs = [(_checked_key_path(str(k), f"overrides[{k!r}]"), copy.deepcopy(v), f"overrides[{k!r}]")
+                 for k, v in overrides.items()]
+    else:
+        pairs = [(*parse_override(override), f"--set {override}") for override in overrides]
+    for key_path, value, origin in pairs:
         _set_key(data, key_path, value)
-        sources[key_path] = f"--set {override}"
+        sources[key_path] = origin
     return Recipe(data=data, path=path, sources=sources)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     """Split ``a.b=value``; the value is parsed as TOML, else kept as a string."""
     key_path, sep, raw = text.partition("=")
-    key_path = key_path.strip()
-    if not sep or not key_path or any(not part for part in key_path.split(".")):
+    if not sep:
         raise RecipeError(f"--set '{text}': expected KEY.PATH=VALUE, e.g. train.epochs=12")
+    key_path = _checked_key_path(key_path.strip(), f"--set '{text}'")
     try:
         value = tomllib.loads(f"value = {raw.strip()}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # bare words such as runs/exp1 need no quotes
     return key_path, value
+
+
+def _checked_key_path(key_path: str, where: str) -> str:
+    if not key_path or any(not part for part in key_path.split(".")):
+        raise RecipeError(f"{where}: expected KEY.PATH=VALUE, e.g. train.epochs=12")
+    return key_path
 
 
 def dump_recipe(data: Mapping) -> str:

@@ -48,6 +48,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # DDP for detectors whose trainable parameters do not all get a gradient every iteration.
         "sync_bn": False,
         "find_unused_parameters": False,
+        # Hook tables run in this order, after the engine's own work for the same event (DESIGN.md "Hooks").
+        "hooks": [],  # e.g. [{ type = "early_stopping", monitor = "bbox_mAP", patience = 3 }]
     },
     # batch_size 0: data.batch_size; tta {}: off (see detsdk.engine.tta for its keys)
     "eval": {"metric": {"type": "coco"}, "batch_size": 0, "tta": {}},
@@ -80,6 +82,7 @@ INJECTED = {
     "scheduler": {"optimizer", "total_iters", "iters_per_epoch"},
     "optimizer": {"params"},
     "metric": set(),
+    "hook": set(),
 }
 
 
@@ -90,8 +93,9 @@ def with_defaults(data: dict) -> dict:
         if isinstance(values, dict) and isinstance(merged.get(table), dict):
             for key, value in values.items():
                 default = merged[table].get(key)
-                # A component table that names another type replaces the default table whole.
-                if isinstance(value, dict) and isinstance(default, dict) and value.get("type") == default.get("type"):
+                # A component table that names another type replaces the default table whole; one that names
+                # none (--set 'eval.metric.iou_types=[...]') changes keys of the default.
+                if isinstance(value, dict) and isinstance(default, dict) and value.get("type", default.get("type")) == default.get("type"):
                     merged[table][key] = {**default, **value}
                 else:
                     merged[table][key] = copy.deepcopy(value)
@@ -145,13 +149,21 @@ def validate_recipe(recipe: Recipe, registry=None) -> None:
     train = data.get("train", {})
     for key, kind in (("optimizer", "optimizer"), ("scheduler", "scheduler")):
         if key in train:
-            _validate_component(recipe, registry, kind, train[key], f"train.{key}")
+            _validate_component(recipe, registry, kind, _over_default("train", key, train[key]), f"train.{key}")
+    _validate_hooks(recipe, registry, train.get("hooks", []))
     if "metric" in data.get("eval", {}):
-        _validate_component(recipe, registry, "metric", data["eval"]["metric"], "eval.metric")
+        _validate_component(recipe, registry, "metric", _over_default("eval", "metric", data["eval"]["metric"]), "eval.metric")
     if data.get("eval", {}).get("tta"):
         from detsdk.engine.tta import tta_settings  # imports torch: only for recipes that ask for TTA
 
         tta_settings(data["eval"]["tta"], where=f"{recipe.source_of('eval.tta')}: eval.tta")
+
+
+def _over_default(table: str, key: str, spec: Any) -> Any:
+    """A component table without ``type`` changes the default table's keys (as ``with_defaults`` merges it)."""
+    if isinstance(spec, dict) and "type" not in spec:
+        return {**DEFAULTS[table][key], **spec}
+    return spec
 
 
 def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path: str) -> None:
@@ -204,6 +216,21 @@ def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path
     ]
     if missing:
         raise RecipeError(f"{source}: {kind} '{spec['type']}' at {key_path} needs {', '.join(missing)}")
+
+
+def _validate_hooks(recipe: Recipe, registry, hooks: Any) -> None:
+    """``train.hooks``: an array of hook tables; a hook's ``pipeline`` parameter holds transform tables."""
+    if not isinstance(hooks, list):
+        raise RecipeError(f"{recipe.source_of('train.hooks')}: 'train.hooks' must be an array of hook tables")
+    for i, spec in enumerate(hooks):
+        _validate_component(recipe, registry, "hook", spec, f"train.hooks[{i}]")
+        pipeline = spec.get("pipeline")
+        if pipeline is None:
+            continue
+        if not isinstance(pipeline, list):
+            raise RecipeError(f"{recipe.source_of('train.hooks')}: 'train.hooks[{i}].pipeline' must be an array of transform tables")
+        for j, step in enumerate(pipeline):
+            _validate_component(recipe, registry, "transform", step, f"train.hooks[{i}].pipeline[{j}]")
 
 
 def _check_generic_dataset_key(recipe: Recipe, key_path: str, value: Any) -> None:

@@ -1,0 +1,1 @@
+"""Built-in training hooks (``train.hooks``): early stopping, pipeline switch, MLflow tracking."""
