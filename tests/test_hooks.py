@@ -1,0 +1,188 @@
+"""Training hooks (DESIGN.md "Hooks"): the hook kind, stop_training, early stopping, errors named, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_recipe
+
+import detsdk
+from detsdk import Engine
+from detsdk.engine.checkpoint import load_checkpoint
+from detsdk.engine.run_log import RunLog
+from detsdk.errors import HookError, RecipeError
+from detsdk.plugins import get_registry
+from detsdk.recipe import load_recipe, validate_recipe
+
+
+def epoch_recipe(work_dir, epochs: int = 4, hooks=(), **train) -> dict:
+    """Two iterations an epoch (8 images, batch 4), an evaluation after each epoch, no plots."""
+    return tiny_recipe(work_dir, train={"epochs": epochs, "iters": 0, "hooks": list(hooks), **train},
+                       runtime={"work_dir": str(work_dir), "plot_samples": 0})
+
+
+def records(work_dir, mode: str) -> list[dict]:
+    return [r for r in RunLog(work_dir).read() if r["mode"] == mode]
+
+
+# An improvement of 1.0 in mAP never happens: the first evaluation sets the best, the next stops the run.
+NEVER_IMPROVES = {"type": "early_stopping", "monitor": "bbox_mAP", "patience": 1, "min_delta": 1.0}
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp_path):
+    engine = Engine.from_recipe(epoch_recipe(tmp_path, epochs=4, hooks=[NEVER_IMPROVES]))
+    engine.fit()
+
+    assert [r["iter"] for r in records(tmp_path, "val")] == [2, 4]  # epochs 1 and 2 of 4
+    assert [r["iter"] for r in records(tmp_path, "train")] == [1, 2, 3, 4]
+    (stop,) = records(tmp_path, "stop")
+    assert stop["iter"] == 4 and "bbox_mAP did not improve for 1 evaluations" in stop["reason"]
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["iteration"] == 4 and checkpoint["stop_reason"] == stop["reason"]
+    assert engine.iteration == 4 and engine.stop_reason == stop["reason"]
+
+
+def test_resume_after_stop_training_trains_and_writes_nothing_more(tmp_path):
+    recipe = epoch_recipe(tmp_path, epochs=4, hooks=[NEVER_IMPROVES])
+    Engine.from_recipe(recipe).fit()
+    before, log_before = load_checkpoint(tmp_path / "last.pt"), (tmp_path / "log.jsonl").read_text()
+
+    engine = Engine.from_recipe(recipe)
+    engine.fit(resume=True)
+
+    after = load_checkpoint(tmp_path / "last.pt")
+    assert engine.iteration == after["iteration"] == 4
+    assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items())
+    assert (tmp_path / "log.jsonl").read_text() == log_before
+
+
+class StopAt:
+    """An app's hook: stops the run at one iteration and records the events it saw."""
+
+    def __init__(self, iteration: int):
+        self.iteration, self.events = iteration, []
+
+    def before_train(self, engine):
+        self.events.append(("before_train", engine.iteration))
+
+    def before_epoch(self, engine):
+        self.events.append(("before_epoch", engine.epoch))
+
+    def after_iter(self, engine, iteration, losses):
+        assert isinstance(losses["loss"], float)
+        if iteration == self.iteration:
+            engine.stop_training(f"stop at {iteration}")
+
+    def after_epoch(self, engine):
+        self.events.append(("after_epoch", engine.epoch))
+
+    def after_eval(self, engine, metrics):
+        self.events.append(("after_eval", engine.iteration, "bbox_mAP" in metrics))
+
+    def after_train(self, engine):
+        self.events.append(("after_train", engine.iteration))
+
+
+def test_stop_training_mid_epoch_checkpoints_evaluates_and_logs_the_reason(tmp_path):
+    hook = StopAt(3)
+    Engine.from_recipe(epoch_recipe(tmp_path, epochs=4), hooks=[hook]).fit()
+
+    assert hook.events == [
+        ("before_train", 0), ("before_epoch", 0), ("after_epoch", 1), ("after_eval", 2, True),
+        ("before_epoch", 1), ("after_epoch", 2), ("after_eval", 3, True), ("after_train", 3),
+    ]
+    assert [r["iter"] for r in records(tmp_path, "val")] == [2, 3]  # the final evaluation at the stop
+    assert records(tmp_path, "stop")[0]["reason"] == "stop at 3"
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 3
+
+
+class Boom:
+    def __init__(self, at: int = 3):
+        self.at = at
+
+    def after_iter(self, engine, iteration, losses):
+        if iteration == self.at:
+            raise ValueError("the hook's own bug")
+
+
+class BoomPlugin:
+    @detsdk.hookimpl
+    def detsdk_register_hooks(self, register):
+        register("boom", Boom)
+
+
+def test_a_raising_hook_is_named_with_its_plugin_and_the_last_checkpoint_stays_intact(tmp_path):
+    get_registry().add_plugin("boomplugin", "0.1", BoomPlugin)
+    recipe = epoch_recipe(tmp_path, epochs=2, hooks=[{"type": "boom", "at": 3}], checkpoint_every_iters=1)
+
+    with pytest.raises(HookError) as error:
+        Engine.from_recipe(recipe).fit()
+
+    assert str(error.value) == (
+        "hook 'boom' (train.hooks[0], plugin boomplugin) failed in after_iter: ValueError: the hook's own bug"
+    )
+    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
+
+
+def test_an_app_hook_that_raises_is_named_by_its_class(tmp_path):
+    with pytest.raises(HookError, match=r"^hook Boom \(passed to Engine\) failed in after_iter: ValueError"):
+        Engine.from_recipe(epoch_recipe(tmp_path, epochs=2), hooks=[Boom(1)]).fit()
+
+
+def test_a_hook_parameter_misspelt_in_the_recipe_gets_did_you_mean(tmp_path):
+    recipe = load_recipe(epoch_recipe(tmp_path, hooks=[{"type": "early_stopping", "patiense": 3}]))
+    with pytest.raises(RecipeError, match=r"unknown parameter 'patiense' for hook 'early_stopping' at "
+                                          r"train.hooks\[0\].patiense \(did you mean 'patience'\?\)"):
+        validate_recipe(recipe)
+
+
+def test_an_unknown_hook_type_gets_did_you_mean(tmp_path):
+    recipe = load_recipe(epoch_recipe(tmp_path, hooks=[{"type": "early_stoping"}]))
+    with pytest.raises(Exception, match=r"early_stopping"):
+        validate_recipe(recipe)
+
+
+def test_sdk_list_hook_shows_the_built_in_hooks(run_sdk):
+    code, out, err = run_sdk("list", "hook")
+    assert code == 0, err
+    for name in ("early_stopping", "pipeline_switch", "mlflow"):
+        assert name in out
+
+
+def test_early_stopping_keeps_its_count_across_resume():
+    from detsdk.builtin.hooks.early_stopping import EarlyStopping
+
+    class FakeEngine:
+        reason = None
+
+        def stop_training(self, reason):
+            self.reason = reason
+
+    first = EarlyStopping(monitor="loss", mode="min", patience=2)
+    first.after_eval(FakeEngine(), {"loss": 1.0})
+    first.after_eval(FakeEngine(), {"loss": 1.5})
+    resumed, engine = EarlyStopping(monitor="loss", mode="min", patience=2), FakeEngine()
+    resumed.load_state_dict(first.state_dict())
+    resumed.after_eval(engine, {"loss": 1.2})
+    assert engine.reason is not None and "loss did not improve for 2 evaluations" in engine.reason
+
+
+def test_early_stopping_names_the_metrics_when_monitor_is_missing():
+    from detsdk.builtin.hooks.early_stopping import EarlyStopping
+
+    with pytest.raises(RecipeError, match=r"monitor 'bbox_map' is not a metric.*did you mean 'bbox_mAP'"):
+        EarlyStopping(monitor="bbox_map").after_eval(None, {"bbox_mAP": 0.1, "bbox_mAP_50": 0.2})
+
+
+# -- overrides -------------------------------------------------------------------------------
+def test_overrides_may_be_a_dict(tmp_path):
+    engine = Engine.from_recipe(epoch_recipe(tmp_path), overrides={"train.epochs": 1, "train.optimizer.lr": 0.5})
+    assert engine.config["train"]["epochs"] == 1 and engine.config["train"]["optimizer"]["lr"] == 0.5
+    assert engine.recipe.source_of("train.epochs") == "overrides['train.epochs']"
+
+
+def test_a_nested_override_into_a_default_table_merges_with_the_default(tmp_path):
+    engine = Engine.from_recipe(epoch_recipe(tmp_path), overrides=['eval.metric.iou_types=["bbox","segm"]'])
+    assert engine.config["eval"]["metric"] == {"type": "coco", "iou_types": ["bbox", "segm"]}
+    with pytest.raises(RecipeError, match=r"unknown parameter 'iou_type' for metric 'coco'.*did you mean 'iou_types'"):
+        Engine.from_recipe(epoch_recipe(tmp_path), overrides={"eval.metric.iou_type": ["bbox"]})
