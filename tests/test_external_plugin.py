@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,13 +21,15 @@ def test_installed_plugin_components_train_and_evaluate_through_sdk_run(tmp_path
         capture_output=True, text=True,
     )
     assert install.returncode == 0, install.stderr
-    env = {"PYTHONPATH": str(site), "DETSDK_LOAD_PLUGINS": "toy", "DETSDK_STRICT_PLUGINS": "1"}
+    # The plugin's folder first; then this checkout's sources, when PYTHONPATH names them.
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])), "DETSDK_LOAD_PLUGINS": "toy", "DETSDK_STRICT_PLUGINS": "1"}
 
     code, out, err = run_sdk("plugins", "--json", env=env)
+    assert code == 0, err
     toy = next(p for p in json.loads(out) if p["name"] == "toy")
     assert toy["version"] == "0.1.0" and not toy["errors"]
     assert set(toy["components"]) == {
-        "backbone:toy_convnet", "dataset:toy_blocks", "transform:toy_noise", "scheduler:toy_linear"
+        "backbone:toy_convnet", "dataset:toy_blocks", "transform:toy_noise", "scheduler:toy_linear", "hook:toy_loss_csv"
     }
 
     work_dir = tmp_path / "run"
@@ -36,3 +39,5 @@ def test_installed_plugin_components_train_and_evaluate_through_sdk_run(tmp_path
     assert {"bbox_mAP", "bbox_mAP_50", "bbox_mAP_75"} <= metrics.keys()
     assert all(value == -1.0 or 0.0 <= value <= 1.0 for value in metrics.values())  # -1: no such boxes
     assert (work_dir / "last.pt").exists() and (work_dir / "best.pt").exists()
+    lines = (work_dir / "losses.csv").read_text().splitlines()  # the plugin's hook wrote its own file
+    assert lines[0] == "iteration,loss" and [int(line.split(",")[0]) for line in lines[1:]] == [1, 2, 3, 4]

@@ -25,3 +25,9 @@ def detsdk_register_transforms(register):
 def detsdk_register_schedulers(register):
     """Linear decay to zero."""
     register("toy_linear", "det_plugin_toy.components:toy_linear", description="Linear decay")
+
+
+@hookimpl
+def detsdk_register_hooks(register):
+    """A training hook: the loss of every iteration as CSV, and a stop when it diverges."""
+    register("toy_loss_csv", "det_plugin_toy.hooks:ToyLossCsv", description="Loss CSV; stop above a threshold")
