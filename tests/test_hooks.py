@@ -87,9 +87,10 @@ def test_stop_training_mid_epoch_checkpoints_evaluates_and_logs_the_reason(tmp_p
     hook = StopAt(3)
     Engine.from_recipe(epoch_recipe(tmp_path, epochs=4), hooks=[hook]).fit()
 
+    # The engine's own work for an event (the evaluation after an epoch) comes before the app's hooks.
     assert hook.events == [
-        ("before_train", 0), ("before_epoch", 0), ("after_epoch", 1), ("after_eval", 2, True),
-        ("before_epoch", 1), ("after_epoch", 2), ("after_eval", 3, True), ("after_train", 3),
+        ("before_train", 0), ("before_epoch", 0), ("after_eval", 2, True), ("after_epoch", 1),
+        ("before_epoch", 1), ("after_eval", 3, True), ("after_epoch", 2), ("after_train", 3),
     ]
     assert [r["iter"] for r in records(tmp_path, "val")] == [2, 3]  # the final evaluation at the stop
     assert records(tmp_path, "stop")[0]["reason"] == "stop at 3"
@@ -121,7 +122,9 @@ def test_a_raising_hook_is_named_with_its_plugin_and_the_last_checkpoint_stays_i
     assert str(error.value) == (
         "hook 'boom' (train.hooks[0], plugin boomplugin) failed in after_iter: ValueError: the hook's own bug"
     )
-    assert load_checkpoint(tmp_path / "last.pt")["iteration"] == 2
+    # The engine checkpoints each iteration before the recipe's hooks see it: last.pt holds iteration 3, whole.
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert checkpoint["iteration"] == 3 and checkpoint["stop_reason"] is None and checkpoint["model"]
 
 
 def test_an_app_hook_that_raises_is_named_by_its_class(tmp_path):

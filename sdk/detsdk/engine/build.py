@@ -110,9 +110,9 @@ def build_scheduler(spec: dict, optimizer, total_iters: int, iters_per_epoch: in
     )
 
 
-def build_hooks(specs: list[dict], objects: Sequence[Any] = ()) -> Hooks:
-    """``train.hooks`` in recipe order, then the hook objects an app passed to ``Engine``."""
-    named = []
+def build_hooks(specs: list[dict], objects: Sequence[Any] = (), builtin: Sequence[Any] = ()) -> Hooks:
+    """The engine's ``builtin`` hooks, then ``train.hooks`` in recipe order, then the objects an app passed."""
+    named = [NamedHook(hook, f"{type(hook).__name__} (det-sdk engine)", builtin=True) for hook in builtin]
     for i, spec in enumerate(specs):
         component = get_registry().get("hook", spec["type"], where=f"train.hooks[{i}].type")
         hook = build_component("hook", spec, where=f"train.hooks[{i}]")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from tqdm import tqdm
 from detsdk import __version__
 from detsdk.data.device_normalize import defer_normalize
 from detsdk.data.loader import PipelineDataset, build_loader
-from detsdk.data.samplers import aspect_ratio_groups
 from detsdk.engine import build, distributed
 from detsdk.engine.checkpoint import (
     load_checkpoint,
@@ -35,15 +32,20 @@ from detsdk.engine.checkpoint import (
     rng_states,
     save_checkpoint,
 )
+from detsdk.engine.checkpoint_hook import CheckpointHook
 from detsdk.engine.device import resolve_device
 from detsdk.engine.evaluation import run_evaluation
+from detsdk.engine.evaluation_hook import EvaluationHook
 from detsdk.engine.hooks import Hooks
+from detsdk.engine.intervals import Interval
 from detsdk.engine.interop import to_detsdk
-from detsdk.engine.plots import draw_detections, plot_curves, save_grid
+from detsdk.engine.log_hooks import JsonLogHook, PluginEvents, PluginTrainEnd, ProgressBarHook
+from detsdk.engine.plots_hook import PlotsHook
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
 from detsdk.engine.run_log import RunLog, write_metrics
-from detsdk.engine.train_setup import build_train_step, enable_deterministic, scale_learning_rate, world_size
+from detsdk.engine.train_setup import enable_deterministic
 from detsdk.engine.train_step import TrainStep, iteration_batches
+from detsdk.engine.training_parts import build_training_parts
 from detsdk.engine.tta import evaluate_with_tta, tta_settings
 from detsdk.errors import CheckpointError, DataError, RecipeError
 from detsdk.plugins import get_registry
@@ -84,6 +86,7 @@ class Engine:
         self.stop_reason: str | None = None  # set by stop_training()
         self.train_data: PipelineDataset | None = None  # set by fit(): what the training loader reads
         self.device_normalize = None  # set by fit(): normalisation moved to the device, or None
+        self.is_training = False  # True inside fit()
 
     @classmethod
     def from_recipe(
@@ -139,65 +142,85 @@ class Engine:
         """Train, evaluating every ``eval_interval`` and at the end; returns the last metrics."""
         self._seed()
         self.stop_reason = None
-        self.hooks = build.build_hooks(self.config["train"]["hooks"], self.hook_objects)
-        train_config = self.config["train"]
         train_set = self.dataset("train")
-        classes = list(train_set.dataset.classes)
-        model = self._ensure_model(classes, f"data.train ({self.config['data']['train']['type']})", train_set.dataset)
+        model = self._ensure_model(list(train_set.dataset.classes),
+                                   f"data.train ({self.config['data']['train']['type']})", train_set.dataset)
         eval_split = self._eval_split(("val", "test"))
         if eval_split:
             self._check_same_classes(eval_split)
-        batch_size = int(self.config["data"]["batch_size"])
-        train_set, device_normalize = self._train_set(train_set)
-        self.train_data, self.device_normalize = train_set, device_normalize
-        data_config = self.config["data"]
-        loader = build_loader(
-            train_set, batch_size, int(data_config["num_workers"]), shuffle=True,
-            seed=int(self.config["runtime"]["seed"]), pin_memory=data_config["pin_memory"] and self.device.type == "cuda",
-            persistent_workers=data_config["persistent_workers"], prefetch_factor=int(data_config["prefetch_factor"]),
-            rank=distributed.get_rank(), world_size=distributed.get_world_size(),
-            group_ids=aspect_ratio_groups(train_set.dataset) if self.config["data"]["group_by_aspect_ratio"] else None,
-        )
-        accumulate = int(train_config["accumulate"])
-        iters_per_epoch = math.ceil(len(loader) / accumulate)  # an iteration is one optimizer step
-        if iters_per_epoch == 0:
-            raise DataError(f"data.train: the training dataset is empty ({self.config['data']['train']['type']})")
-        iteration_based = int(train_config["iters"]) > 0
-        total_iters = int(train_config["iters"]) if iteration_based else int(train_config["epochs"]) * iters_per_epoch
-        if train_config["sync_bn"]:
-            self.model = model = distributed.convert_sync_batchnorm(model, self.device)
-        optimizer = build.build_optimizer(train_config["optimizer"], model)
-        scale_learning_rate(optimizer, train_config["auto_scale_lr"], batch_size, accumulate, world_size())
-        scheduler = build.build_scheduler(train_config["scheduler"], optimizer, total_iters, iters_per_epoch)
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.train_step = build_train_step(model, optimizer, scheduler, self.device, train_config, device_normalize)
-        self.total_iters, self.iters_per_epoch = total_iters, iters_per_epoch
-
+        parts = build_training_parts(self.config, model, train_set, self.device)
+        self.model, self.train_data, self.device_normalize = parts.model, parts.train_data, parts.device_normalize
+        self.optimizer, self.scheduler, self.train_step = parts.optimizer, parts.scheduler, parts.train_step
+        self.total_iters, self.iters_per_epoch = parts.total_iters, parts.iters_per_epoch
+        self.hooks = build.build_hooks(self.config["train"]["hooks"], self.hook_objects,
+                                       builtin=self._builtin_hooks(eval_split, parts.by_iterations))
         if resume:
             self._resume()
         elif self.config["runtime"]["load_from"]:
-            load_weights_from(model, self.config["runtime"]["load_from"])
+            load_weights_from(self.model, self.config["runtime"]["load_from"])
         # What training calls: the model, or its DDP wrapper; evaluation and checkpoints use the model.
-        self.train_model = distributed.wrap_model(model, self.device, bool(train_config["find_unused_parameters"]))
+        self.train_model = distributed.wrap_model(self.model, self.device, bool(self.config["train"]["find_unused_parameters"]))
         self.train_step.model = self.train_model
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if distributed.is_main_process():
             if not resume:
                 self.log.path.unlink(missing_ok=True)  # a fresh run starts a fresh log
             (self.work_dir / "recipe.toml").write_text(dump_recipe(self.config), encoding="utf-8")
-
-        self.registry.call_hook("detsdk_on_train_start", engine=self)
-        self.hooks.call("before_train", self)
-        stopped_before = self.stop_reason is not None  # resumed a run a hook had stopped: nothing to do
-        evaluated_at = self._train_loop(loader, batch_size * accumulate, eval_split)
-        if eval_split and evaluated_at != self.iteration and not stopped_before:  # resumed a finished run
-            self._evaluate_during_training(eval_split)
-        if not eval_split:
-            self.save("best.pt")  # nothing to rank checkpoints by: the last one is the best we know
-        self._plot(eval_split or "train")
-        self.registry.call_hook("detsdk_on_train_end", engine=self)
-        self.hooks.call("after_train", self)
+        self.is_training = True
+        try:
+            self.hooks.call("before_train", self)
+            self._train_loop(parts.loader, parts.samples_per_iteration)
+            self.hooks.call("after_train", self)
+        finally:
+            self.is_training = False
         return self.metrics
+
+    def _builtin_hooks(self, eval_split: str | None, by_iterations: bool) -> list:
+        """The engine's own work between iterations, in the order it runs for each event."""
+        train = self.config["train"]
+
+        def interval(key: str) -> Interval:
+            value = int(train[key])
+            return Interval(value if value > 0 else (self.total_iters if by_iterations else 1), by_iterations)
+
+        hooks = [
+            ProgressBarHook(), PluginEvents(self.registry), JsonLogHook(self.log, int(train["log_interval"])),
+            CheckpointHook(interval("checkpoint_interval"), int(train["checkpoint_every_iters"]),
+                           has_evaluation=eval_split is not None),
+        ]
+        if eval_split:
+            hooks.append(EvaluationHook(eval_split, interval("eval_interval")))
+        return [*hooks, PlotsHook(eval_split or "train", int(self.config["runtime"]["plot_samples"])),
+                PluginTrainEnd(self.registry)]
+
+    def _train_loop(self, loader, samples_per_iteration: int) -> None:
+        """Iterate until ``total_iters`` or a hook's ``stop_training``; the hooks do the rest (Detectron2's loop)."""
+        self.model.train()
+        while self.iteration < self.total_iters and self.stop_reason is None:
+            epoch_index, offset = divmod(self.iteration, self.iters_per_epoch)
+            loader.sampler.set_epoch(epoch_index, offset * samples_per_iteration)
+            loader.dataset.set_epoch(epoch_index)
+            self.epoch = epoch_index  # completed epochs
+            self.hooks.call("before_epoch", self)
+            for batches in iteration_batches(loader, self.train_step.accumulate):
+                losses = self._train_step(batches)
+                self.iteration += 1
+                self.hooks.call("after_iter", self, self.iteration, losses)
+                if self.epoch_ending or self.finishing:
+                    self.epoch = math.ceil(self.iteration / self.iters_per_epoch)
+                    self.hooks.call("after_epoch", self)
+                if self.finishing:
+                    break
+
+    @property
+    def epoch_ending(self) -> bool:
+        """This iteration ends an epoch, or the run's last iteration (without a stop)."""
+        return self.iteration % self.iters_per_epoch == 0 or self.iteration >= self.total_iters
+
+    @property
+    def finishing(self) -> bool:
+        """This iteration is the run's last: ``total_iters`` reached, or a hook stopped the run."""
+        return self.iteration >= self.total_iters or self.stop_reason is not None
 
     def stop_training(self, reason: str) -> None:
         """End the run after the current iteration: checkpoint, final evaluation, ``reason`` in ``log.jsonl``.
@@ -227,85 +250,6 @@ class Engine:
                 )
         self.train_data.add_stage(from_epoch - 1, transforms)
 
-    def _train_set(self, train_set: PipelineDataset):
-        """The training data as the loader sees it: samples seeded by (seed, epoch, index), uint8 when
-        normalisation runs on the device; returns it and the device normalisation (or None)."""
-        setting = self.config["data"]["normalize_on_device"]
-        device_normalize = None
-        transforms = train_set.transforms
-        if setting is True or (setting == "auto" and self.device.type == "cuda"):
-            transforms, device_normalize = defer_normalize(transforms)
-        train_set = PipelineDataset(train_set.dataset, transforms)
-        train_set.seed_samples(int(self.config["runtime"]["seed"]))
-        return train_set, device_normalize
-
-    def _train_loop(self, loader, batch_size: int, eval_split: str | None) -> int:
-        """Iterate until ``total_iters``; returns the iteration of the last evaluation (-1: none).
-
-        ``batch_size`` is the number of samples an iteration takes from the sampler.
-        """
-        train_config = self.config["train"]
-        iteration_based = int(train_config["iters"]) > 0
-
-        def interval(key: str) -> int:
-            value = int(train_config[key])
-            return value if value > 0 else (self.total_iters if iteration_based else 1)
-
-        eval_every, checkpoint_every = interval("eval_interval"), interval("checkpoint_interval")
-        every_iters = int(train_config["checkpoint_every_iters"])
-        step_log = _StepLog(self.log, max(1, int(train_config["log_interval"])))
-        evaluated_at = -1
-        self.model.train()
-        with tqdm(total=self.total_iters, initial=self.iteration, desc="train", dynamic_ncols=True,
-                  disable=not distributed.is_main_process()) as progress:
-            while self.iteration < self.total_iters and self.stop_reason is None:
-                epoch_index, offset = divmod(self.iteration, self.iters_per_epoch)
-                loader.sampler.set_epoch(epoch_index, offset * batch_size)
-                loader.dataset.set_epoch(epoch_index)
-                self.epoch = epoch_index  # completed epochs; hooks see it before each epoch
-                self.hooks.call("before_epoch", self)
-                for batches in iteration_batches(loader, self.train_step.accumulate):
-                    losses = self._train_step(batches)
-                    self.iteration += 1
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
-                    self.registry.call_hook("detsdk_after_train_iter", engine=self, iteration=self.iteration, losses=losses)
-                    self.hooks.call("after_iter", self, self.iteration, losses)
-                    finished = self.iteration >= self.total_iters or self.stop_reason is not None
-                    step_log.add(losses, epoch_index + 1, self.iteration, lr, force=finished)
-                    epoch_ended = self.iteration % self.iters_per_epoch == 0 or finished
-                    if epoch_ended:
-                        self.epoch = math.ceil(self.iteration / self.iters_per_epoch)
-                        self.registry.call_hook("detsdk_after_epoch", engine=self, epoch=self.epoch)
-                        self.hooks.call("after_epoch", self)
-                        finished = finished or self.stop_reason is not None
-                    # Intervals count iterations when training by iterations, else epochs.
-                    count, due_now = (self.iteration, True) if iteration_based else (self.epoch, epoch_ended)
-                    if (due_now and (count % checkpoint_every == 0 or finished)) or (
-                        every_iters and self.iteration % every_iters == 0
-                    ):
-                        self.save("last.pt")
-                    if eval_split and due_now and (count % eval_every == 0 or finished):
-                        self._evaluate_during_training(eval_split)
-                        evaluated_at = self.iteration
-                    if self.stop_reason is not None:  # a hook stopped the run (perhaps in that evaluation)
-                        self._record_stop(eval_split, evaluated_at)
-                        evaluated_at = self.iteration if eval_split else evaluated_at
-                        break
-                    if finished:
-                        break
-        return evaluated_at
-
-    def _record_stop(self, eval_split: str | None, evaluated_at: int) -> None:
-        """The reason in ``log.jsonl``, the final evaluation if this iteration had none, then ``last.pt``."""
-        print(f"stopped at iteration {self.iteration} (epoch {self.epoch}): {self.stop_reason}")
-        if distributed.is_main_process():
-            self.log.write({"mode": "stop", "epoch": self.epoch, "iter": self.iteration, "reason": self.stop_reason})
-        if eval_split and evaluated_at != self.iteration:
-            self._evaluate_during_training(eval_split)
-        self.save("last.pt")  # holds the stop: --resume trains nothing more
-
     def _train_step(self, batches: list) -> dict[str, float]:
         """One iteration (see ``detsdk.engine.train_step``); its loss terms as floats, averaged over ranks."""
         losses = self.train_step(batches, self.iteration + 1, self.iteration // self.iters_per_epoch + 1)
@@ -324,14 +268,6 @@ class Engine:
                 f"data.{split} has classes {other[:8]} but data.train has {self.classes[:8]}: "
                 "evaluation needs the same classes in the same order"
             )
-
-    def _evaluate_during_training(self, split: str) -> None:
-        metrics = self._evaluate_split(split)
-        primary = next(iter(metrics.values()), None)
-        if primary is not None and primary > self.best_score:
-            self.best_score = primary
-            self.save("best.pt")
-        self._plot(split)
 
     # -- checkpoints ------------------------------------------------------
     def checkpoint_state(self) -> dict[str, Any]:
@@ -403,7 +339,7 @@ class Engine:
             metrics = evaluate_with_tta(self.inference_model, eval_set, self._build_metric(eval_set.dataset), self.device,
                                         tta, batch_size, int(self.config["data"]["num_workers"]))
             return self._record_metrics(split, metrics)
-        return self._evaluate_split(split)
+        return self.evaluate_split(split)
 
     def _model_with_weights(self, split: str, checkpoint: str | Path | None, keep_annotations: bool = False) -> torch.nn.Module:
         """The model (built from ``split``'s classes if there is none yet), with ``checkpoint``'s weights if given,
@@ -423,7 +359,8 @@ class Engine:
             metric.bind_dataset(dataset)
         return metric
 
-    def _evaluate_split(self, split: str) -> dict[str, float]:
+    def evaluate_split(self, split: str) -> dict[str, float]:
+        """Evaluate the model as it is on ``split`` (what training's evaluations call); returns the metrics."""
         eval_set = self.dataset(split, keep_annotations=True)
         batch_size = int(self.config["eval"]["batch_size"] or self.config["data"]["batch_size"])
         loader = build_loader(eval_set, batch_size, int(self.config["data"]["num_workers"]), shuffle=False,
@@ -492,49 +429,6 @@ class Engine:
             return detector.predict(images, score_thr=score_thr)
         finally:
             self.model.train()
-
-    def _plot(self, split: str) -> None:
-        if not distributed.is_main_process():
-            return
-        plots = self.work_dir / "plots"
-        plot_curves(self.log.read(), plots)
-        count = int(self.config["runtime"]["plot_samples"])
-        if count <= 0 or self.model is None:
-            return
-        dataset = self.dataset(split).dataset
-        images = [dataset[i]["image"] for i in range(min(count, len(dataset)))]
-        if not images:
-            return
-        results = self.predict(images)
-        drawn = [
-            draw_detections(image, r.boxes, r.labels, r.scores, self.classes, r.masks)
-            for image, r in zip(images, results)
-        ]
-        save_grid(drawn, plots / "predictions.png")
-
-
-class _StepLog:
-    """Averages the losses of every ``every`` iterations into one ``log.jsonl`` record."""
-
-    def __init__(self, run_log: RunLog, every: int):
-        self.run_log, self.every = run_log, every
-        self.window: dict[str, list[float]] = defaultdict(list)
-        self.started = time.perf_counter()
-
-    def add(self, losses: dict[str, float], epoch: int, iteration: int, lr: float, force: bool = False) -> None:
-        """Record one iteration; write the window's means every ``every`` iterations (or when forced)."""
-        for name, value in losses.items():
-            self.window[name].append(value)
-        if iteration % self.every and not force:
-            return
-        count = len(self.window["loss"])
-        self.run_log.write(
-            {"mode": "train", "epoch": epoch, "iter": iteration, "lr": lr,
-             **{k: float(np.mean(v)) for k, v in self.window.items()},
-             "time": (time.perf_counter() - self.started) / count}
-        )
-        self.window.clear()
-        self.started = time.perf_counter()
 
 
 def _load_all_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:

@@ -22,10 +22,14 @@ HOOK_EVENTS = ("before_train", "before_epoch", "after_iter", "after_epoch", "aft
 
 @attrs.frozen
 class NamedHook:
-    """A hook object and how errors name it: ``'early_stopping' (plugin detsdk)``."""
+    """A hook object and how errors name it: ``'early_stopping' (plugin detsdk)``.
+
+    The engine's own hooks (``builtin``) raise their errors as they are.
+    """
 
     hook: Any
     name: str
+    builtin: bool = False
 
 
 class Hooks:
@@ -42,6 +46,9 @@ class Hooks:
         for named in self.hooks:
             method = getattr(named.hook, event, None)
             if method is None:
+                continue
+            if named.builtin:
+                method(engine, *args)
                 continue
             try:
                 method(engine, *args)
