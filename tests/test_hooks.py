@@ -189,3 +189,28 @@ def test_a_nested_override_into_a_default_table_merges_with_the_default(tmp_path
     assert engine.config["eval"]["metric"] == {"type": "coco", "iou_types": ["bbox", "segm"]}
     with pytest.raises(RecipeError, match=r"unknown parameter 'iou_type' for metric 'coco'.*did you mean 'iou_types'"):
         Engine.from_recipe(epoch_recipe(tmp_path), overrides={"eval.metric.iou_type": ["bbox"]})
+
+
+def test_max_keep_ckpts_keeps_the_newest_numbered_checkpoints_and_best_metric_picks_best_pt(tmp_path):
+    Engine.from_recipe(epoch_recipe(tmp_path, epochs=3, max_keep_ckpts=2, best_metric="bbox_mAP_50")).fit()
+
+    assert sorted(p.name for p in tmp_path.glob("epoch_*.pt")) == ["epoch_2.pt", "epoch_3.pt"]
+    assert load_checkpoint(tmp_path / "epoch_2.pt")["iteration"] == 4
+    evaluations = records(tmp_path, "val")
+    best = max(evaluations, key=lambda r: r["bbox_mAP_50"])  # the first of equal ones: later ones do not beat it
+    assert load_checkpoint(tmp_path / "best.pt")["iteration"] == best["iter"]
+
+
+def test_best_metric_that_no_evaluation_has_is_named(tmp_path):
+    with pytest.raises(RecipeError, match=r"train.best_metric = 'bbox_AP'.*did you mean 'bbox_mAP'"):
+        Engine.from_recipe(epoch_recipe(tmp_path, epochs=1, best_metric="bbox_AP")).fit()
+
+
+def test_typed_tables_carry_the_recipe_defaults(tmp_path):
+    from detsdk.recipe.config import TrainConfig
+    from detsdk.recipe.schema import DEFAULTS
+
+    engine = Engine.from_recipe(epoch_recipe(tmp_path, epochs=3))
+    assert engine.settings.train.epochs == 3 and engine.settings.train.grad_clip == 0.0
+    assert engine.settings.runtime.dist_timeout == 600.0 and engine.settings.data.batch_size == 4
+    assert DEFAULTS["train"]["log_interval"] == TrainConfig().log_interval

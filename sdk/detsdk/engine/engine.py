@@ -51,6 +51,7 @@ from detsdk.errors import CheckpointError, DataError, RecipeError
 from detsdk.plugins import get_registry
 from detsdk.plugins.build import build_component
 from detsdk.recipe import Recipe, dump_recipe, load_recipe, validate_recipe, with_defaults
+from detsdk.recipe.config import RecipeConfig
 
 
 class Engine:
@@ -64,11 +65,12 @@ class Engine:
                  hooks: Sequence[Any] = ()):
         validate_recipe(recipe)
         self.recipe = recipe
-        self.config = with_defaults(recipe.data)
-        runtime = self.config["runtime"]
-        self.work_dir = Path(work_dir or runtime["work_dir"] or Path("runs") / recipe.stem)
+        self.config = with_defaults(recipe.data)  # the resolved recipe, as dicts (what work dirs keep)
+        self.settings = RecipeConfig.from_tables(self.config)  # its [train], [data], [eval], [runtime], typed
+        runtime = self.settings.runtime
+        self.work_dir = Path(work_dir or runtime.work_dir or Path("runs") / recipe.stem)
         # Under torchrun this joins the process group; each rank then has its own GPU (or gloo on the CPU).
-        self.device = distributed.setup(resolve_device(device or runtime["device"]), float(runtime["dist_timeout"]))
+        self.device = distributed.setup(resolve_device(device or runtime.device), runtime.dist_timeout)
         self.registry = get_registry()
         self.log = RunLog(self.work_dir, enabled=distributed.is_main_process())
         self.model: torch.nn.Module | None = None
@@ -130,11 +132,11 @@ class Engine:
 
     def _seed(self) -> None:
         # Each rank draws its own random numbers; DDP gives every rank rank 0's initial weights.
-        seed = int(self.config["runtime"]["seed"]) + distributed.get_rank()
+        seed = self.settings.runtime.seed + distributed.get_rank()
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        if self.config["runtime"]["deterministic"]:
+        if self.settings.runtime.deterministic:
             enable_deterministic()
 
     # -- training ---------------------------------------------------------
@@ -148,18 +150,18 @@ class Engine:
         eval_split = self._eval_split(("val", "test"))
         if eval_split:
             self._check_same_classes(eval_split)
-        parts = build_training_parts(self.config, model, train_set, self.device)
+        parts = build_training_parts(self.settings, model, train_set, self.device)
         self.model, self.train_data, self.device_normalize = parts.model, parts.train_data, parts.device_normalize
         self.optimizer, self.scheduler, self.train_step = parts.optimizer, parts.scheduler, parts.train_step
         self.total_iters, self.iters_per_epoch = parts.total_iters, parts.iters_per_epoch
-        self.hooks = build.build_hooks(self.config["train"]["hooks"], self.hook_objects,
+        self.hooks = build.build_hooks(self.settings.train.hooks, self.hook_objects,
                                        builtin=self._builtin_hooks(eval_split, parts.by_iterations))
         if resume:
             self._resume()
-        elif self.config["runtime"]["load_from"]:
-            load_weights_from(self.model, self.config["runtime"]["load_from"])
+        elif self.settings.runtime.load_from:
+            load_weights_from(self.model, self.settings.runtime.load_from)
         # What training calls: the model, or its DDP wrapper; evaluation and checkpoints use the model.
-        self.train_model = distributed.wrap_model(self.model, self.device, bool(self.config["train"]["find_unused_parameters"]))
+        self.train_model = distributed.wrap_model(self.model, self.device, self.settings.train.find_unused_parameters)
         self.train_step.model = self.train_model
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if distributed.is_main_process():
@@ -177,20 +179,19 @@ class Engine:
 
     def _builtin_hooks(self, eval_split: str | None, by_iterations: bool) -> list:
         """The engine's own work between iterations, in the order it runs for each event."""
-        train = self.config["train"]
+        train = self.settings.train
 
-        def interval(key: str) -> Interval:
-            value = int(train[key])
+        def interval(value: int) -> Interval:
             return Interval(value if value > 0 else (self.total_iters if by_iterations else 1), by_iterations)
 
         hooks = [
-            ProgressBarHook(), PluginEvents(self.registry), JsonLogHook(self.log, int(train["log_interval"])),
-            CheckpointHook(interval("checkpoint_interval"), int(train["checkpoint_every_iters"]),
-                           has_evaluation=eval_split is not None),
+            ProgressBarHook(), PluginEvents(self.registry), JsonLogHook(self.log, train.log_interval),
+            CheckpointHook(interval(train.checkpoint_interval), train.checkpoint_every_iters, train.best_metric,
+                           train.max_keep_ckpts, has_evaluation=eval_split is not None),
         ]
         if eval_split:
-            hooks.append(EvaluationHook(eval_split, interval("eval_interval")))
-        return [*hooks, PlotsHook(eval_split or "train", int(self.config["runtime"]["plot_samples"])),
+            hooks.append(EvaluationHook(eval_split, interval(train.eval_interval)))
+        return [*hooks, PlotsHook(eval_split or "train", self.settings.runtime.plot_samples),
                 PluginTrainEnd(self.registry)]
 
     def _train_loop(self, loader, samples_per_iteration: int) -> None:
@@ -332,12 +333,12 @@ class Engine:
         if split is None:
             raise RecipeError(f"{self.recipe.source_of('data')}: no data.test or data.val table to evaluate on")
         self._model_with_weights(split, checkpoint, keep_annotations=True)
-        tta = tta_settings(self.config["eval"]["tta"])
+        tta = tta_settings(self.settings.eval.tta)
         if tta is not None:  # [eval] tta: here and in predict(), not in the evaluations during fit()
             eval_set = self.dataset(split, keep_annotations=True)
-            batch_size = int(self.config["eval"]["batch_size"] or self.config["data"]["batch_size"])
+            batch_size = self.settings.eval.batch_size or self.settings.data.batch_size
             metrics = evaluate_with_tta(self.inference_model, eval_set, self._build_metric(eval_set.dataset), self.device,
-                                        tta, batch_size, int(self.config["data"]["num_workers"]))
+                                        tta, batch_size, self.settings.data.num_workers)
             return self._record_metrics(split, metrics)
         return self.evaluate_split(split)
 
@@ -349,12 +350,12 @@ class Engine:
         model = self._ensure_model(list(dataset.classes), f"data.{split} ({self.config['data'][split]['type']})", dataset)
         if checkpoint is not None:
             _load_all_weights(model, checkpoint)
-        elif built and self.config["runtime"]["load_from"]:
-            load_weights_from(model, self.config["runtime"]["load_from"])
+        elif built and self.settings.runtime.load_from:
+            load_weights_from(model, self.settings.runtime.load_from)
         return model
 
     def _build_metric(self, dataset):
-        metric = build_component("metric", self.config["eval"]["metric"], where="eval.metric")
+        metric = build_component("metric", self.settings.eval.metric, where="eval.metric")
         if hasattr(metric, "bind_dataset"):
             metric.bind_dataset(dataset)
         return metric
@@ -362,8 +363,8 @@ class Engine:
     def evaluate_split(self, split: str) -> dict[str, float]:
         """Evaluate the model as it is on ``split`` (what training's evaluations call); returns the metrics."""
         eval_set = self.dataset(split, keep_annotations=True)
-        batch_size = int(self.config["eval"]["batch_size"] or self.config["data"]["batch_size"])
-        loader = build_loader(eval_set, batch_size, int(self.config["data"]["num_workers"]), shuffle=False,
+        batch_size = self.settings.eval.batch_size or self.settings.data.batch_size
+        loader = build_loader(eval_set, batch_size, self.settings.data.num_workers, shuffle=False,
                               rank=distributed.get_rank(), world_size=distributed.get_world_size())
         metric = self._build_metric(eval_set.dataset)
         with tqdm(total=len(loader), desc=f"eval {split}", dynamic_ncols=True, leave=False,
@@ -403,7 +404,7 @@ class Engine:
         """
         if self.model is None or checkpoint is not None:
             split = self._eval_split(("test", "val", "train"))
-            if self.model is None and (split is None or not (checkpoint or self.config["runtime"]["load_from"])):
+            if self.model is None and (split is None or not (checkpoint or self.settings.runtime.load_from)):
                 raise RecipeError(
                     "no model yet: call fit() or evaluate() first, set runtime.load_from (and a data table to take "
                     "the classes from), pass checkpoint=, or use detsdk.load_detector(checkpoint)"
@@ -416,7 +417,7 @@ class Engine:
             for i, step in enumerate(inference_pipeline_spec(self.config))
         ]
         return Detector(self.inference_model, transforms, self.classes, self.device, self.cat_ids,
-                        tta=tta_settings(self.config["eval"]["tta"]))
+                        tta=tta_settings(self.settings.eval.tta))
 
     def predict(self, images, score_thr: float = 0.0, checkpoint: str | Path | None = None):
         """Detect on an image array or path, or a list of them (see ``Detector.predict``).

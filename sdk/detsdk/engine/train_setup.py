@@ -15,6 +15,7 @@ from torch import nn
 from detsdk.engine.ema import ModelEMA
 from detsdk.engine.train_step import TrainStep
 from detsdk.errors import RecipeError
+from detsdk.recipe.config import TrainConfig
 from detsdk.recipe.options import AUTO_SCALE_LR_DEFAULTS, COMPILE_DEFAULTS, EMA_DEFAULTS, table_option
 
 
@@ -83,7 +84,7 @@ def compile_backbone(model: nn.Module, setting: bool | dict) -> bool:
 
 
 def build_train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, device: torch.device, train: dict,
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, device: torch.device, train: TrainConfig,
     input_transform=None,
 ) -> TrainStep:
     """The ``TrainStep`` the ``[train]`` table describes, after preparing ``model`` for it.
@@ -92,14 +93,12 @@ def build_train_step(
     backbone (the EMA copy stays eager: it only evaluates). A DDP wrapper goes around
     the model afterwards (``TrainStep.model``).
     """
-    channels_last = bool(train["channels_last"])
-    if channels_last:
+    if train.channels_last:
         use_channels_last(model)
-    ema_options = table_option(train["ema"], EMA_DEFAULTS)
+    ema_options = table_option(train.ema, EMA_DEFAULTS)
     ema = ModelEMA(model, **ema_options) if ema_options else None
-    compile_backbone(model, train["compile"])
+    compile_backbone(model, train.compile)
     return TrainStep(
-        model, optimizer, scheduler, device, amp=train["amp"],
-        accumulate=int(train["accumulate"]), grad_clip=float(train["grad_clip"]), ema=ema,
-        input_transform=input_transform, channels_last=channels_last,
+        model, optimizer, scheduler, device, amp=train.amp, accumulate=train.accumulate, grad_clip=train.grad_clip,
+        ema=ema, input_transform=input_transform, channels_last=train.channels_last,
     )

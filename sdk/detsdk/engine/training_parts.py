@@ -1,4 +1,4 @@
-"""Build what training runs, from ``[train]``, ``[data]`` and ``[runtime]``: one function, one attrs value.
+"""Build what training runs, from the typed ``[train]``, ``[data]`` and ``[runtime]``: one function, one attrs value.
 
 ``Engine.fit`` builds the parts, then runs them; nothing here runs an iteration.
 """
@@ -19,6 +19,7 @@ from detsdk.engine import build, distributed
 from detsdk.engine.train_setup import build_train_step, scale_learning_rate, world_size
 from detsdk.engine.train_step import TrainStep
 from detsdk.errors import DataError
+from detsdk.recipe.config import RecipeConfig
 
 
 @attrs.define
@@ -38,32 +39,30 @@ class TrainingParts:
     by_iterations: bool  # train.iters > 0: intervals count iterations
 
 
-def build_training_parts(config: dict, model: nn.Module, train_set: PipelineDataset, device: torch.device) -> TrainingParts:
-    """The loader, optimizer, scheduler and train step the resolved recipe ``config`` describes for ``model``."""
-    train, data, seed = config["train"], config["data"], int(config["runtime"]["seed"])
-    train_data, device_normalize = _train_data(train_set, data["normalize_on_device"], device, seed)
-    batch_size = int(data["batch_size"])
+def build_training_parts(settings: RecipeConfig, model: nn.Module, train_set: PipelineDataset,
+                         device: torch.device) -> TrainingParts:
+    """The loader, optimizer, scheduler and train step a validated recipe's ``settings`` describe for ``model``."""
+    train, data, seed = settings.train, settings.data, settings.runtime.seed
+    train_data, device_normalize = _train_data(train_set, data.normalize_on_device, device, seed)
     loader = build_loader(
-        train_data, batch_size, int(data["num_workers"]), shuffle=True, seed=seed,
-        pin_memory=data["pin_memory"] and device.type == "cuda",
-        persistent_workers=data["persistent_workers"], prefetch_factor=int(data["prefetch_factor"]),
+        train_data, data.batch_size, data.num_workers, shuffle=True, seed=seed,
+        pin_memory=data.pin_memory and device.type == "cuda",
+        persistent_workers=data.persistent_workers, prefetch_factor=data.prefetch_factor,
         rank=distributed.get_rank(), world_size=distributed.get_world_size(),
-        group_ids=aspect_ratio_groups(train_data.dataset) if data["group_by_aspect_ratio"] else None,
+        group_ids=aspect_ratio_groups(train_data.dataset) if data.group_by_aspect_ratio else None,
     )
-    accumulate = int(train["accumulate"])
-    iters_per_epoch = math.ceil(len(loader) / accumulate)  # an iteration is one optimizer step
+    iters_per_epoch = math.ceil(len(loader) / train.accumulate)  # an iteration is one optimizer step
     if iters_per_epoch == 0:
-        raise DataError(f"data.train: the training dataset is empty ({data['train']['type']})")
-    by_iterations = int(train["iters"]) > 0
-    total_iters = int(train["iters"]) if by_iterations else int(train["epochs"]) * iters_per_epoch
-    if train["sync_bn"]:
+        raise DataError(f"data.train: the training dataset is empty ({data.train['type']})")
+    total_iters = train.iters if train.by_iterations else train.epochs * iters_per_epoch
+    if train.sync_bn:
         model = distributed.convert_sync_batchnorm(model, device)
-    optimizer = build.build_optimizer(train["optimizer"], model)
-    scale_learning_rate(optimizer, train["auto_scale_lr"], batch_size, accumulate, world_size())
-    scheduler = build.build_scheduler(train["scheduler"], optimizer, total_iters, iters_per_epoch)
+    optimizer = build.build_optimizer(train.optimizer, model)
+    scale_learning_rate(optimizer, train.auto_scale_lr, data.batch_size, train.accumulate, world_size())
+    scheduler = build.build_scheduler(train.scheduler, optimizer, total_iters, iters_per_epoch)
     train_step = build_train_step(model, optimizer, scheduler, device, train, device_normalize)
     return TrainingParts(model, train_data, loader, optimizer, scheduler, train_step, device_normalize,
-                         iters_per_epoch, total_iters, batch_size * accumulate, by_iterations)
+                         iters_per_epoch, total_iters, data.batch_size * train.accumulate, train.by_iterations)
 
 
 def _train_data(train_set: PipelineDataset, normalize_on_device: bool | str, device: torch.device, seed: int):

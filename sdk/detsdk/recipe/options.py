@@ -72,6 +72,7 @@ OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "train.amp": _check_amp,
     "train.accumulate": _at_least(1),
     "train.checkpoint_every_iters": _at_least(0),
+    "train.max_keep_ckpts": _at_least(0),
     "train.ema": _table_check(
         EMA_DEFAULTS,
         {"momentum": lambda v: _is_number(v) and 0 < v < 1, "gamma": lambda v: _is_number(v) and v >= 0,

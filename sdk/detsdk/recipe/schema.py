@@ -11,56 +11,15 @@ import inspect
 from typing import Any
 
 from detsdk.errors import RecipeError, suggest
+from detsdk.recipe.config import DATA_SPLITS, TABLES, table_defaults
 from detsdk.recipe.load import Recipe
 from detsdk.recipe.options import OPTION_CHECKS, check_option
 
+# Made from the typed tables (detsdk.recipe.config): their field defaults are the recipe's.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"num_classes": "auto"},
-    "data": {
-        "batch_size": 2,
-        "num_workers": 2,
-        "pin_memory": True,  # page-locked batches, when training on CUDA
-        "persistent_workers": True,  # keep the loader's workers between epochs (with num_workers > 0)
-        "prefetch_factor": 2,  # batches each worker loads ahead (with num_workers > 0)
-        # Ship uint8 images and normalise on the device when the train pipeline ends with normalize [+ pad].
-        "normalize_on_device": "auto",  # "auto": on when training on CUDA
-        "group_by_aspect_ratio": False,  # batch wide (w >= h) and tall images apart (docs/distributed.md)
-    },
-    "train": {
-        "epochs": 12,
-        "iters": 0,  # > 0: iteration-based training; intervals below count iterations
-        "optimizer": {"type": "sgd", "lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4},
-        "scheduler": {"type": "constant"},
-        # 0: every epoch when training by epochs; only at the end when training by iterations.
-        "eval_interval": 0,
-        "checkpoint_interval": 0,
-        "log_interval": 20,
-        "grad_clip": 0.0,  # max gradient norm; 0 turns clipping off
-        "checkpoint_every_iters": 0,  # > 0: also write last.pt every N iterations (exact mid-epoch resume)
-        # Precision and optimisation (docs/training.md; shapes checked by detsdk.recipe.options).
-        "amp": False,  # "bf16" | "fp16" | false
-        "accumulate": 1,  # micro-batches per iteration (one optimizer step)
-        "ema": False,  # false | true | { momentum = 0.0002, gamma = 2000, update_buffers = true }
-        "channels_last": False,
-        "compile": False,  # false | true | { backend = "inductor", mode = "default" }: the backbone only
-        "auto_scale_lr": False,  # false | true | { base_batch_size = 16 }
-        # Distributed (torchrun; docs/distributed.md): BatchNorm statistics over all ranks (CUDA), and
-        # DDP for detectors whose trainable parameters do not all get a gradient every iteration.
-        "sync_bn": False,
-        "find_unused_parameters": False,
-        # Hook tables run in this order, after the engine's own work for the same event (DESIGN.md "Hooks").
-        "hooks": [],  # e.g. [{ type = "early_stopping", monitor = "bbox_mAP", patience = 3 }]
-    },
-    # batch_size 0: data.batch_size; tta {}: off (see detsdk.engine.tta for its keys)
-    "eval": {"metric": {"type": "coco"}, "batch_size": 0, "tta": {}},
-    "runtime": {
-        "work_dir": "", "seed": 0, "load_from": "", "device": "auto", "plot_samples": 8,
-        "deterministic": False,  # deterministic algorithms and cuDNN: the same run gives the same weights
-        "tensorboard": False,  # write <work_dir>/tensorboard (pip install 'det-sdk[tensorboard]')
-        "dist_timeout": 600.0,  # seconds a distributed collective may wait before the run fails
-    },
+    **{table: table_defaults(kind) for table, kind in TABLES.items()},
 }
-DATA_SPLITS = ("train", "val", "test")
 # Detector arguments the engine builds from recipe keys of the same name; none is required
 # (a detector may have no neck, and num_classes defaults to "auto").
 ENGINE_BUILT = {"backbone", "neck", "num_classes"}
