@@ -214,3 +214,53 @@ def test_typed_tables_carry_the_recipe_defaults(tmp_path):
     assert engine.settings.train.epochs == 3 and engine.settings.train.grad_clip == 0.0
     assert engine.settings.runtime.dist_timeout == 600.0 and engine.settings.data.batch_size == 4
     assert DEFAULTS["train"]["log_interval"] == TrainConfig().log_interval
+
+
+# -- a transform declares what it is -------------------------------------------------------------
+class PluginNormalize:
+    """A plugin's own normalize: not the built-in class, but it declares the role."""
+
+    transform_role = "normalize"
+
+    def __init__(self):
+        self.mean, self.std = [100.0, 110.0, 120.0], [50.0, 55.0, 60.0]
+
+    def __call__(self, sample):
+        return {**sample, "image": (sample["image"] - self.mean) / self.std}
+
+
+class PluginResize:
+    """A plugin's resize: TTA rescales it through ``with_scale``."""
+
+    transform_role = "resize"
+
+    def __init__(self, scale=(64, 64)):
+        self.scale = tuple(scale)
+
+    def with_scale(self, scale):
+        return PluginResize(scale)
+
+    def __call__(self, sample):
+        return sample
+
+
+def test_a_plugin_normalize_that_declares_its_role_moves_to_the_device():
+    from detsdk.data.device_normalize import DeferredNormalize, defer_normalize
+
+    transforms, device_normalize = defer_normalize([PluginNormalize()])
+    assert isinstance(transforms[0], DeferredNormalize) and device_normalize is not None
+    assert transforms[0].mean == [100.0, 110.0, 120.0]
+    assert defer_normalize([lambda s: s])[1] is None  # one that declares nothing stays where it is
+
+
+def test_tta_rescales_and_drops_flips_by_their_declared_roles():
+    from detsdk.engine.tta import TTASettings, variant_pipelines
+
+    class PluginFlip:
+        transform_role = "random_flip"
+
+        def __call__(self, sample):
+            return sample
+
+    (pipeline,) = variant_pipelines([PluginFlip(), PluginResize()], TTASettings(scales=((96.0, 80.0),)))
+    assert len(pipeline) == 1 and isinstance(pipeline[0], PluginResize) and pipeline[0].scale == (96.0, 80.0)

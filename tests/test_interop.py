@@ -23,7 +23,7 @@ from torchvision.models import detection
 from torchvision.ops import FrozenBatchNorm2d
 
 from detsdk.engine.build import build_model
-from detsdk.engine.checkpoint import load_weights_from
+from detsdk.engine.load_from import load_weights_from
 from detsdk.engine.interop import MMDETECTION, TORCHVISION, checkpoint_format, from_mmdet
 from detsdk.errors import DetSDKWarning
 from detsdk.recipe import load_recipe, with_defaults

@@ -50,9 +50,10 @@ def split_spec(recipe: Path, overrides: tuple[str, ...], split: str) -> tuple[di
 def check_command(ctx, recipe, split, overrides):
     """Check every image and annotation of a split; exit 2 listing each problem by file."""
     from detsdk.data.check import check_split
+    from detsdk.engine.build import build_dataset
 
     spec, where = split_spec(recipe, overrides, split)
-    report = check_split(spec, where)
+    report = check_split(spec, where, build_dataset)
     click.echo(f"{where}: {report.source}, {report.num_images} images, {len(report.classes)} classes")
     click.echo(report.summary_table())
     if report.ok:

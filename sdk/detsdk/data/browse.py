@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from detsdk.data.loader import PipelineDataset
-from detsdk.engine.plots import draw_detections
+from detsdk.data.draw import draw_detections
 
 
 def displayable(sample: dict) -> np.ndarray:

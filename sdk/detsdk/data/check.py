@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -286,17 +287,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_split(spec: dict, where: str) -> CheckReport:
+def check_split(spec: dict, where: str, build_dataset: Callable[[dict, str], Any]) -> CheckReport:
     """Check the dataset of a recipe's ``data.<split>`` table (``where`` names it).
 
     A ``coco``-family dataset with an ``ann_file`` is checked from its raw JSON
     (the generic ``classes``/``filter_empty``/``min_size`` keys are then not
-    applied); any other dataset is built and checked sample by sample (one
-    copy of a ``repeat`` dataset).
+    applied); any other dataset is built with ``build_dataset(spec, where)`` (the
+    caller's, e.g. ``detsdk.engine.build.build_dataset``) and checked sample by
+    sample (one copy of a ``repeat`` dataset).
     """
     from detsdk.builtin.data.coco import CocoDataset
     from detsdk.builtin.data.wrappers import RepeatDataset
-    from detsdk.engine.build import build_dataset
     from detsdk.plugins import get_registry
 
     factory = get_registry().get("dataset", spec["type"], where=f"{where}.type").load()

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from detsdk.builtin.transforms.geometric import Pad
-from detsdk.builtin.transforms.photometric import Normalize
+from detsdk.data.transform_roles import NORMALIZE, PAD, role_of
 from detsdk.errors import RecipeError
 
 
@@ -74,12 +73,13 @@ class DeviceNormalize:
 def defer_normalize(transforms: Sequence) -> tuple[list, DeviceNormalize | None]:
     """Swap a trailing ``normalize`` (``[+ pad]`` with pad value 0) for ``DeferredNormalize``.
 
-    Returns the new transform list and the ``DeviceNormalize`` to run on the device,
+    Transforms are recognised by their declared role (``detsdk.data.transform_roles``),
+    so a plugin's normalize and pad qualify as the built-in ones do. Returns the new transform list and the ``DeviceNormalize`` to run on the device,
     or the transforms unchanged and None when the pipeline does not end that way.
     """
     transforms = list(transforms)
-    tail = transforms[-2:] if len(transforms) >= 2 and isinstance(transforms[-1], Pad) else transforms[-1:]
-    if not tail or not isinstance(tail[0], Normalize) or any(isinstance(t, Pad) and t.pad_value != 0 for t in tail):
+    tail = transforms[-2:] if len(transforms) >= 2 and role_of(transforms[-1]) == PAD else transforms[-1:]
+    if not tail or role_of(tail[0]) != NORMALIZE or any(role_of(t) == PAD and t.pad_value != 0 for t in tail):
         return transforms, None
     position = len(transforms) - len(tail)
     normalize = transforms[position]

@@ -59,25 +59,6 @@ def model_state_of(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights_from(model: nn.Module, source: str | Path) -> list[str]:
-    """``runtime.load_from``: read a checkpoint, convert its names, load what fits; returns the re-initialised.
-
-    ``source`` is a det-sdk checkpoint, a torchvision detection state dict or an MMDetection
-    2.x checkpoint (told apart by their keys, see ``detsdk.engine.interop``).
-    """
-    from detsdk.engine.interop import DETSDK, to_detsdk
-
-    conversion = to_detsdk(model_state_of(load_checkpoint(source)))
-    if conversion.source_format != DETSDK:
-        print(f"load_from {source}: {conversion.source_format} weights, renamed to det-sdk's parameter names")
-    if conversion.unplaced:
-        warn(
-            f"load_from {source}: {len(conversion.unplaced)} {conversion.source_format} weights have no det-sdk "
-            f"counterpart and were skipped: {_listing(conversion.unplaced)}"
-        )
-    return load_matching_weights(model, conversion.weights, str(source))
-
-
 def load_matching_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> list[str]:
     """Load every weight whose name and shape match; report and return the re-initialised ones.
 
@@ -108,14 +89,15 @@ def load_matching_weights(model: nn.Module, weights: dict[str, torch.Tensor], so
     unexpected = [name for name in weights if name not in own and not name.endswith("num_batches_tracked")]
     if missing:
         warn(f"load_from {source}: {len(missing)} model weights are not in the checkpoint and keep their "
-             f"initialisation: {_listing(missing)}")
+             f"initialisation: {listing(missing)}")
     if unexpected:
         warn(f"load_from {source}: {len(unexpected)} checkpoint weights are not in the model and were skipped: "
-             f"{_listing(unexpected)}")
+             f"{listing(unexpected)}")
     return reinitialised
 
 
-def _listing(names: list[str], limit: int = 8) -> str:
+def listing(names: list[str], limit: int = 8) -> str:
+    """The first ``limit`` names, comma-separated, with how many more (for warnings about weights)."""
     return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 

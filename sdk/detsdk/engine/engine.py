@@ -26,7 +26,6 @@ from detsdk.data.loader import PipelineDataset, build_loader
 from detsdk.engine import build, distributed
 from detsdk.engine.checkpoint import (
     load_checkpoint,
-    load_weights_from,
     model_state_of,
     restore_rng_states,
     rng_states,
@@ -39,6 +38,7 @@ from detsdk.engine.evaluation_hook import EvaluationHook
 from detsdk.engine.hooks import Hooks
 from detsdk.engine.intervals import Interval
 from detsdk.engine.interop import to_detsdk
+from detsdk.engine.load_from import load_weights_from
 from detsdk.engine.log_hooks import JsonLogHook, PluginEvents, PluginTrainEnd, ProgressBarHook
 from detsdk.engine.plots_hook import PlotsHook
 from detsdk.engine.predictor import Detector, inference_pipeline_spec

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from detsdk.engine import distributed
-from detsdk.engine.plots import draw_detections, plot_curves, save_grid
+from detsdk.data.draw import draw_detections
+from detsdk.engine.plots import plot_curves, save_grid
 
 
 class PlotsHook:

@@ -22,8 +22,6 @@ as MMDetection validates without TTA while training.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from numbers import Real
-from typing import Any
 
 import attrs
 import numpy as np
@@ -33,101 +31,27 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import batched_nms
 
 from detsdk.data.loader import PipelineDataset, apply_pipeline, collate
+from detsdk.data.transform_roles import RANDOM_FLIP, RESIZE, role_of
 from detsdk.engine.evaluation import to_original_coordinates
-from detsdk.errors import RecipeError, suggest
-
-KEYS = ("scales", "flip", "flip_direction", "iou_threshold", "max_per_image")
-
-
-@attrs.frozen
-class TTASettings:
-    """What ``[eval] tta`` asks for.
-
-    Attributes:
-        scales: ``(long_edge, short_edge)`` pairs (``resize``'s ``scale``); empty: the pipeline's own.
-        flip: also detect on the flipped image of every scale.
-        flip_direction: ``"horizontal"`` or ``"vertical"``.
-        iou_threshold: the IoU above which two detections of a class are merged (NMS).
-        max_per_image: how many detections to keep per image after merging, best first.
-    """
-
-    scales: tuple[tuple[float, float], ...] = ()
-    flip: bool = False
-    flip_direction: str = "horizontal"
-    iou_threshold: float = 0.5
-    max_per_image: int = 100
-
-    @property
-    def num_variants(self) -> int:
-        """How many times the model runs per image."""
-        return max(len(self.scales), 1) * (2 if self.flip else 1)
-
-
-def tta_settings(table: Any, where: str = "eval.tta") -> TTASettings | None:
-    """Parse and check an ``[eval] tta`` table; None when it is empty (TTA off).
-
-    Errors name ``where`` and the key, e.g. ``recipe.toml: eval.tta.scales``.
-    """
-    if table is None or table == {}:
-        return None
-    example = "{ scales = [[1333, 800], [1666, 1000]], flip = true }"
-    if not isinstance(table, dict):
-        raise RecipeError(f"{where} = {table!r}: expected a table like {example}")
-    for key in table:
-        if key not in KEYS:
-            raise RecipeError(f"{where}: unknown key '{key}'{suggest(key, KEYS)}; valid: {', '.join(KEYS)}")
-    scales = table.get("scales", [])
-    if not (isinstance(scales, list) and all(_is_positive_pair(s) for s in scales)):
-        raise RecipeError(
-            f"{where}.scales = {scales!r}: expected a list of [long_edge, short_edge] pairs, e.g. [[1333, 800]]"
-        )
-    flip = table.get("flip", False)
-    if not isinstance(flip, bool):
-        raise RecipeError(f"{where}.flip = {flip!r}: expected true or false")
-    direction = table.get("flip_direction", "horizontal")
-    if direction not in ("horizontal", "vertical"):
-        raise RecipeError(f"{where}.flip_direction = {direction!r}: expected 'horizontal' or 'vertical'")
-    iou = table.get("iou_threshold", 0.5)
-    if isinstance(iou, bool) or not isinstance(iou, Real) or not 0 < iou <= 1:
-        raise RecipeError(f"{where}.iou_threshold = {iou!r}: expected a number in (0, 1]")
-    max_per_image = table.get("max_per_image", 100)
-    if isinstance(max_per_image, bool) or not isinstance(max_per_image, int) or max_per_image < 1:
-        raise RecipeError(f"{where}.max_per_image = {max_per_image!r}: expected an integer >= 1")
-    if not scales and not flip:
-        raise RecipeError(f"{where}: nothing to augment; give scales, flip = true, or both (e.g. {example})")
-    return TTASettings(
-        scales=tuple((float(s[0]), float(s[1])) for s in scales),
-        flip=flip,
-        flip_direction=direction,
-        iou_threshold=float(iou),
-        max_per_image=max_per_image,
-    )
-
-
-def _is_positive_pair(value: Any) -> bool:
-    return (
-        isinstance(value, list) and len(value) == 2
-        and all(isinstance(v, Real) and not isinstance(v, bool) and v > 0 for v in value)
-    )
-
+from detsdk.recipe.tta_options import TTASettings, tta_settings  # noqa: F401 (the engine's TTA names)
 
 def variant_pipelines(transforms: Sequence[Callable], settings: TTASettings) -> list[list[Callable]]:
     """One pipeline per variant: each scale (``resize`` replaced), then the same flipped.
 
-    A ``random_flip`` of the original pipeline is left out, so each variant is
-    either flipped or not, never by chance.
+    A random flip of the original pipeline is left out, so each variant is
+    either flipped or not, never by chance. Transforms are recognised by their
+    declared role (``detsdk.data.transform_roles``): a plugin's resize is rescaled
+    with its ``with_scale``.
     """
     from detsdk.builtin.transforms.geometric import RandomFlip, Resize
 
-    base = [t for t in transforms if not isinstance(t, RandomFlip)]
+    base = [t for t in transforms if role_of(t) != RANDOM_FLIP]
     pipelines = []
     for scale in settings.scales or [None]:
         scaled = base
         if scale is not None:
-            if any(isinstance(t, Resize) for t in base):
-                scaled = [
-                    Resize(scale=list(scale), keep_ratio=t.keep_ratio) if isinstance(t, Resize) else t for t in base
-                ]
+            if any(role_of(t) == RESIZE for t in base):
+                scaled = [t.with_scale(list(scale)) if role_of(t) == RESIZE else t for t in base]
             else:
                 scaled = [Resize(scale=list(scale)), *base]
         pipelines.append(scaled)

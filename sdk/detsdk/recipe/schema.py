@@ -14,6 +14,7 @@ from detsdk.errors import RecipeError, suggest
 from detsdk.recipe.config import DATA_SPLITS, TABLES, table_defaults
 from detsdk.recipe.load import Recipe
 from detsdk.recipe.options import OPTION_CHECKS, check_option
+from detsdk.recipe.tta_options import tta_settings
 
 # Made from the typed tables (detsdk.recipe.config): their field defaults are the recipe's.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -113,8 +114,6 @@ def validate_recipe(recipe: Recipe, registry=None) -> None:
     if "metric" in data.get("eval", {}):
         _validate_component(recipe, registry, "metric", _over_default("eval", "metric", data["eval"]["metric"]), "eval.metric")
     if data.get("eval", {}).get("tta"):
-        from detsdk.engine.tta import tta_settings  # imports torch: only for recipes that ask for TTA
-
         tta_settings(data["eval"]["tta"], where=f"{recipe.source_of('eval.tta')}: eval.tta")
 
 

@@ -54,6 +54,8 @@ class Resize:
     any earlier resize's, so they always relate to the original image).
     """
 
+    transform_role = "resize"  # detsdk.data.transform_roles: TTA rescales it with with_scale()
+
     # A list default (never mutated) so that `sdk list` shows it as the recipe would write it.
     def __init__(
         self,
@@ -104,6 +106,10 @@ class Resize:
         factor = min(long_edge / max(height, width), short_edge / min(height, width))
         return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
+    def with_scale(self, scale: list) -> Resize:
+        """A copy that resizes to the one ``scale`` pair, keeping ``keep_ratio`` (TTA's scales)."""
+        return Resize(scale=list(scale), keep_ratio=self.keep_ratio)
+
     def __call__(self, sample: dict) -> dict:
         """Resize ``image``, ``boxes`` and ``masks``; record ``img_shape`` and ``scale_factor``."""
         sample, meta = _start(sample)
@@ -153,6 +159,8 @@ class RandomFlip:
 
     Records ``meta["flip"]`` (bool) and ``meta["flip_direction"]`` (the direction, or None).
     """
+
+    transform_role = "random_flip"  # detsdk.data.transform_roles: TTA flips each variant itself
 
     def __init__(self, p: float = 0.5, direction: str = "horizontal"):
         if not _is_number(p) or not 0 <= p <= 1:
@@ -207,6 +215,8 @@ class Pad:
     Masks are padded with 0; boxes do not move. Records ``meta["pad_shape"]``
     ``(h, w)``, and ``meta["img_shape"]`` if no resize recorded it.
     """
+
+    transform_role = "pad"  # detsdk.data.transform_roles: has pad_value
 
     def __init__(self, size_divisor: int = 32, size: list | None = None, pad_value: float = 0.0):
         if isinstance(size_divisor, bool) or not isinstance(size_divisor, int) or size_divisor < 0:

@@ -116,6 +116,8 @@ class Normalize:
     viewer can undo it (``image * std + mean``).
     """
 
+    transform_role = "normalize"  # detsdk.data.transform_roles: has mean and std; may run on the device
+
     def __init__(self, mean: list = IMAGENET_MEAN, std: list = IMAGENET_STD):  # noqa: B006 (never mutated)
         for name, values in (("mean", mean), ("std", std)):
             if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(_is_number(v) for v in values)):
