@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_recipe
+from conftest import tiny_recipe, write_recipe
 
 import detsdk
 from detsdk import Engine
@@ -42,18 +42,21 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp
     assert engine.iteration == 4 and engine.stop_reason == stop["reason"]
 
 
-def test_resume_after_stop_training_trains_and_writes_nothing_more(tmp_path):
-    recipe = epoch_recipe(tmp_path, epochs=4, hooks=[NEVER_IMPROVES])
-    Engine.from_recipe(recipe).fit()
-    before, log_before = load_checkpoint(tmp_path / "last.pt"), (tmp_path / "log.jsonl").read_text()
+def test_sdk_run_exits_0_after_a_stop_and_resume_trains_and_writes_nothing_more(tmp_path, run_sdk):
+    recipe = write_recipe(tmp_path / "recipe.toml", epoch_recipe(tmp_path / "run", epochs=4, hooks=[NEVER_IMPROVES]))
+    code, out, err = run_sdk("run", recipe)
+    assert code == 0, err
+    assert "stopped at iteration 4" in out
+    before, log_before = load_checkpoint(tmp_path / "run" / "last.pt"), (tmp_path / "run" / "log.jsonl").read_text()
 
-    engine = Engine.from_recipe(recipe)
-    engine.fit(resume=True)
+    code, out, err = run_sdk("run", recipe, "--resume")
 
-    after = load_checkpoint(tmp_path / "last.pt")
-    assert engine.iteration == after["iteration"] == 4
+    assert code == 0, err
+    assert "nothing to resume" in out
+    after = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert after["iteration"] == 4
     assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items())
-    assert (tmp_path / "log.jsonl").read_text() == log_before
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log_before
 
 
 class StopAt:

@@ -116,42 +116,11 @@ def detsdk_register_hooks(register):
              description="Another training pipeline from an epoch on (YOLOX/RTMDet last epochs)")
     register("mlflow", f"{_B}.hooks.mlflow_tracking:MlflowTracking",
              description="MLflow tracking: recipe as params, losses and metrics, checkpoints and plots")
+    register("tensorboard", f"{_B}.loggers.tensorboard:TensorBoardLogger",
+             description="TensorBoard event files (what runtime.tensorboard = true adds)")
 
 
 @hookimpl
 def detsdk_register_recipes(register):
     """Recipes shipped with det-sdk, as ``detsdk:<path>.toml``."""
     register("detsdk", str(Path(__file__).parent.parent / "recipes"), description="det-sdk recipes")
-
-
-# TensorBoard (runtime.tensorboard): event hooks; the module imports nothing heavy until a run enables it.
-@hookimpl
-def detsdk_on_train_start(engine):
-    """Open the TensorBoard writer when ``runtime.tensorboard`` is on."""
-    from detsdk.builtin.loggers import tensorboard
-
-    tensorboard.open_writer(engine)
-
-
-@hookimpl
-def detsdk_after_train_iter(engine, iteration, losses):
-    """Write the losses and the learning rate to TensorBoard."""
-    from detsdk.builtin.loggers import tensorboard
-
-    tensorboard.log_iteration(engine, iteration, losses)
-
-
-@hookimpl
-def detsdk_after_eval(engine, metrics):
-    """Write the evaluation metrics to TensorBoard."""
-    from detsdk.builtin.loggers import tensorboard
-
-    tensorboard.log_metrics(engine, metrics)
-
-
-@hookimpl
-def detsdk_on_train_end(engine):
-    """Close the TensorBoard writer."""
-    from detsdk.builtin.loggers import tensorboard
-
-    tensorboard.close_writer(engine)

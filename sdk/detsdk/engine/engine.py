@@ -186,6 +186,7 @@ class Engine:
 
         hooks = [
             ProgressBarHook(), PluginEvents(self.registry), JsonLogHook(self.log, train.log_interval),
+            *([build_component("hook", {"type": "tensorboard"})] if self.settings.runtime.tensorboard else []),
             CheckpointHook(interval(train.checkpoint_interval), train.checkpoint_every_iters, train.best_metric,
                            train.max_keep_ckpts, has_evaluation=eval_split is not None),
         ]
