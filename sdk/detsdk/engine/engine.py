@@ -175,6 +175,7 @@ class Engine:
             self.hooks.call("after_train", self)
         finally:
             self.is_training = False
+            self.hooks.close()
         return self.metrics
 
     def _builtin_hooks(self, eval_split: str | None, by_iterations: bool) -> list:

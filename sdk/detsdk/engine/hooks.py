@@ -5,7 +5,8 @@ A hook object has any of ``before_train(engine)``, ``before_epoch(engine)``,
 ``after_eval(engine, metrics)`` and ``after_train(engine)``. One that raises ends
 the run with a ``HookError`` naming the hook, its plugin and the event. A hook
 with ``state_dict()`` and ``load_state_dict(state)`` keeps its state in the
-checkpoint, so ``--resume`` continues it.
+checkpoint, so ``--resume`` continues it; one with ``close()`` has it called
+when ``fit()`` returns or fails (a progress bar, a writer, a tracking run).
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ class Hooks:
             except Exception as exc:
                 message = str(exc).strip().replace("\n", " ") or "(no message)"
                 raise HookError(f"hook {named.name} failed in {event}: {type(exc).__name__}: {message}") from exc
+
+    def close(self) -> None:
+        """Call ``close()`` on every hook that has one (after the run, also after a failure)."""
+        for named in self.hooks:
+            close = getattr(named.hook, "close", None)
+            if callable(close):
+                close()
 
     def state_dict(self) -> dict[str, Any]:
         """The state of every hook that keeps one, keyed by its position and name."""

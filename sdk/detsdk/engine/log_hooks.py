@@ -80,9 +80,10 @@ class ProgressBarHook:
         self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{engine.optimizer.param_groups[0]['lr']:.2e}",
                              refresh=False)
 
-    def after_train(self, engine) -> None:
-        """Close the bar."""
-        self.bar.close()
+    def close(self) -> None:
+        """Close the bar (after the run, also after a failure, so an error prints on its own line)."""
+        if self.bar is not None:
+            self.bar.close()
 
 
 class PluginEvents:

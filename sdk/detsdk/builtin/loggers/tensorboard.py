@@ -56,8 +56,8 @@ class TensorBoardLogger:
             self.writer.add_scalar(f"val/{name}", float(value), engine.iteration)
         self.writer.flush()
 
-    def after_train(self, engine) -> None:
-        """Flush and close the writer."""
+    def close(self) -> None:
+        """Flush and close the writer (after the run, also after a failure)."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None
