@@ -29,7 +29,8 @@ def check_hook(component: str, hook: Any) -> list[CheckResult]:
     for name in dir(hook):
         if name.startswith("_") or name in HOOK_METHODS or not callable(getattr(hook, name, None)):
             continue
-        hint = suggest(name, HOOK_METHODS)
+        prefixed = [method for method in HOOK_METHODS if name.startswith(method) or method.startswith(name)]
+        hint = f" (did you mean '{prefixed[0]}'?)" if prefixed else suggest(name, HOOK_METHODS)
         if hint:
             near.append(f"'{name}' is not a hook method{hint}")
     if not present:

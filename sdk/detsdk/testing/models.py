@@ -212,7 +212,7 @@ def _loss_check(component: str, losses) -> CheckResult:
             problems.append(f"'{name}' is {value.item()}")
         elif not value.requires_grad:
             problems.append(f"'{name}' has no gradient (requires_grad is False)")
-    shown = ", ".join(f"{k} {float(v):.3g}" for k, v in losses.items() if isinstance(v, torch.Tensor) and v.dim() == 0)
+    shown = ", ".join(f"{k} {float(v.detach()):.3g}" for k, v in losses.items() if isinstance(v, torch.Tensor) and v.dim() == 0)
     return verdict(component, "losses", problems, f"finite scalars with gradients: {shown}")
 
 
