@@ -357,3 +357,24 @@ def test_sdk_plugins_check_prints_one_line_per_check_and_exits_1_on_a_failure(tm
     code, out, err = run_sdk("plugins", "check", "bad", "--json", env=env)
     data = json.loads(out)
     assert code == 1 and data["failed"] == 2 and data["results"][0]["status"] == "failed"
+
+
+def test_pytest_plugin_parametrises_the_checks_over_a_plugins_components(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_conformance.py").write_text(
+        "from detsdk.testing.pytest_plugin import test_component_conforms  # noqa: F401\n\n\n"
+        "def test_painted_sample_fixture(painted_sample):\n"
+        "    assert painted_sample['masks'].shape == (4, 96, 128)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "detsdk.testing.pytest_plugin", "--detsdk-plugin", "voc", "-v",
+         "-p", "no:cacheprovider", "-p", "no:xdist", str(tmp_path / "test_conformance.py")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**os.environ, "DETSDK_LOAD_PLUGINS": "voc", "DETSDK_STRICT_PLUGINS": "1"},
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    for test_id in ("dataset:voc/voc", "metric:voc/voc", "recipe:voc/voc"):
+        assert f"test_component_conforms[{test_id}] PASSED" in completed.stdout
+    assert "4 passed" in completed.stdout

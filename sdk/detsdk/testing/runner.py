@@ -71,9 +71,14 @@ def check_component(component: Component, config: CheckConfig, folder: Path, reg
         return [failed(label, "build", error_text(exc))]
 
 
-def _backbone(label, component, settings, config, folder, registry):
-    params = build.component_params(component, settings, folder)
-    return check_backbone(label, component.load()(**params))
+def _built(check):
+    """A kind whose check takes the component built from its parameters (backbone, dataset, transform, hook)."""
+
+    def run(label, component, settings, config, folder, registry):
+        params = build.component_params(component, settings, folder)
+        return check(label, component.load()(**params))
+
+    return run
 
 
 def _neck(label, component, settings, config, folder, registry):
@@ -107,16 +112,6 @@ def _detector(label, component, settings, config, folder, registry):
     return check_detector(label, build.build_detector(build.detector_model(component, settings)), build.CHECK_NUM_CLASSES)
 
 
-def _dataset(label, component, settings, config, folder, registry):
-    params = build.component_params(component, settings, folder)
-    return check_dataset(label, component.load()(**params))
-
-
-def _transform(label, component, settings, config, folder, registry):
-    params = build.component_params(component, settings, folder)
-    return check_transform(label, component.load()(**params))
-
-
 def _scheduler(label, component, settings, config, folder, registry):
     params = build.component_params(component, settings, folder)
     factory = component.load()
@@ -140,19 +135,14 @@ def _recipe(label, component, settings, config, folder, registry):
     return check_recipes(label, component.plugin, component.factory)
 
 
-def _hook(label, component, settings, config, folder, registry):
-    params = build.component_params(component, settings, folder)
-    return check_hook(label, component.load()(**params))
-
-
 def _unknown_kind(label, component, settings, config, folder, registry):
     return [skipped(label, "all checks", f"the kit has no checks for the kind '{component.kind}'")]
 
 
 _CHECKS = {
-    "backbone": _backbone, "neck": _neck, "head": _head, "detector": _detector, "dataset": _dataset,
-    "transform": _transform, "scheduler": _scheduler, "optimizer": _optimizer, "metric": _metric,
-    "recipe": _recipe, "hook": _hook,
+    "backbone": _built(check_backbone), "neck": _neck, "head": _head, "detector": _detector,
+    "dataset": _built(check_dataset), "transform": _built(check_transform), "scheduler": _scheduler,
+    "optimizer": _optimizer, "metric": _metric, "recipe": _recipe, "hook": _built(check_hook),
 }
 
 
