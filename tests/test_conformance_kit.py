@@ -259,6 +259,12 @@ def test_builtin_components_pass(tmp_path):
     assert {r.component for r in results} == {f"{k}:detsdk/{n}" for k, n in wanted}
 
 
+def test_builtin_datasets_pass_with_the_check_table_of_det_sdks_pyproject():
+    report = check_plugin("detsdk", kinds=["datasets"])
+    assert report.ok and report.count("skipped") == 0, "\n".join(r.line() for r in report.results)
+    assert {r.component for r in report.results} >= {"dataset:detsdk/coco", "dataset:detsdk/middle", "dataset:detsdk/concat"}
+
+
 def test_a_head_is_reported_as_covered_by_the_detectors_that_build_it():
     report = check_plugin("detsdk", kinds=["heads"])
     lines = {r.component: r.line() for r in report.results}

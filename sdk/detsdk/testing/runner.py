@@ -102,8 +102,8 @@ def _head(label, component, settings, config, folder, registry):
         return check_detector(f"{label} (in detector {model['type']})", build.build_detector(model), build.CHECK_NUM_CLASSES)
     covering = [d.qualified_name for d in build.covering_detectors(registry, component)]
     if covering:
-        return [skipped(label, "all checks", f"heads are checked inside detectors: built and run by the check of "
-                        f"detector:{', detector:'.join(covering)} (its default table); a model table checks it here")]
+        return [skipped(label, "all checks", "heads are checked inside detectors: covered by the check of "
+                        f"detector:{', detector:'.join(covering)}, which builds it by default (a model table checks it here)")]
     return [skipped(label, "all checks", f"skipped: needs a detector to run in (add [tool.detsdk.check.head.{component.name}] "
                     'model = { type = "<detector>", <head key> = { type = "' + component.name + '" } })')]
 
