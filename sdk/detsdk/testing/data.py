@@ -178,5 +178,7 @@ def _described(value: Any) -> str:
 
 def _sample_summary(sample: dict) -> str:
     image = sample["image"]
-    masks = " with masks" if "masks" in sample else ""
-    return f"{image.shape[1]}x{image.shape[0]} image, {len(sample['boxes'])} boxes in range{masks}, meta has {', '.join(META_KEYS)}"
+    count = len(sample["boxes"])
+    masks = " and masks" if "masks" in sample else ""
+    return (f"{image.shape[1]}x{image.shape[0]} image, {count} box{'' if count == 1 else 'es'}{masks} inside it, "
+            f"labels in range, meta has {', '.join(META_KEYS)}")
