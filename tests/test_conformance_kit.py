@@ -229,6 +229,24 @@ def test_a_dataset_that_needs_files_is_a_counted_skip_naming_the_check_table():
     assert "1 skipped" in report.summary()
 
 
+def test_a_shipped_recipe_that_does_not_validate_fails_naming_it(tmp_path):
+    (tmp_path / "good.toml").write_text('base = ["detsdk:faster_rcnn_r50_fpn_1x_coco.toml"]\n')
+    (tmp_path / "bad.toml").write_text('base = ["detsdk:faster_rcnn_r50_fpn_1x_coco.toml"]\n[train]\nepochz = 3\n')
+    (tmp_path / "_base").mkdir()
+    (tmp_path / "_base" / "part.toml").write_text("[train]\nepochs = 1\n")
+
+    class Recipes:
+        @hookimpl
+        def detsdk_register_recipes(self, register):
+            register("recipes", str(tmp_path))
+
+    get_registry().add_plugin("recipes", "0.0", Recipes)
+    lines = [r.line() for r in check_plugin("recipes").results]
+    assert len(lines) == 2 and lines[1] == "ok    recipe:recipes/recipes  recipes:good.toml: resolves and validates"
+    assert lines[0].startswith("FAIL  recipe:recipes/recipes  recipes:bad.toml: does not resolve: RecipeError: ")
+    assert "epochz" in lines[0]
+
+
 class NeedsFiles:
     @hookimpl
     def detsdk_register_datasets(self, register):
