@@ -354,6 +354,23 @@ def test_hook_methods_are_checked_against_the_contract_signatures():
     assert any(line.startswith("FAIL  hook:x/bad  after_iter: ") and "losses" in line for line in lines)
 
 
+def test_a_registered_hook_is_built_from_its_parameters_and_checked(tmp_path):
+    """The runner checks the ``hook`` kind (it iterates it once the registry has it, #10)."""
+    from detsdk.plugins import Component
+    from detsdk.testing.runner import check_component
+
+    class EarlyStop:
+        def __init__(self, patience: int = 3):
+            self.patience = patience
+
+        def after_eval(self, engine):
+            pass
+
+    results = check_component(Component("hook", "early_stop", "x", "0", EarlyStop), CheckConfig(), tmp_path)
+    failing = [r.line() for r in results if r.failed]
+    assert failing and failing[0].startswith("FAIL  hook:x/early_stop  after_eval: after_eval(engine) cannot be called")
+
+
 def test_check_table_rejects_unknown_keys_naming_the_file_and_component():
     from detsdk.errors import PluginError
 

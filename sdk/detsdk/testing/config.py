@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlparse
 import attrs
 
 from detsdk.errors import PluginError
+from detsdk.plugins.registry import BUILTIN_PLUGIN
 
 KEYS = ("params", "fixture", "model", "dataset", "skip")
 
@@ -110,7 +111,10 @@ def plugin_check_config(plugin: str, module_file: str | None) -> CheckConfig:
 def find_pyproject(plugin: str, module_file: str | None) -> Path | None:
     """The ``pyproject.toml`` of ``plugin``'s distribution: above its hooks module, or at an editable install's source."""
     distribution = _distribution_of(plugin)
-    wanted = _normalised(distribution.metadata["Name"]) if distribution is not None else None
+    if distribution is not None:
+        wanted = _normalised(distribution.metadata["Name"])
+    else:  # the built-in plugin (det-sdk itself), or one an app or test added directly
+        wanted = "det-sdk" if plugin == BUILTIN_PLUGIN else None
     if module_file:
         for folder in Path(module_file).resolve().parents:
             candidate = folder / "pyproject.toml"
@@ -128,6 +132,11 @@ def find_pyproject(plugin: str, module_file: str | None) -> Path | None:
 
 
 def _distribution_of(plugin: str) -> importlib.metadata.Distribution | None:
+    if plugin == BUILTIN_PLUGIN:
+        try:
+            return importlib.metadata.distribution("det-sdk")
+        except importlib.metadata.PackageNotFoundError:
+            return None
     for entry_point in importlib.metadata.entry_points(group="detsdk"):
         if entry_point.name == plugin and entry_point.dist is not None:
             return entry_point.dist
