@@ -398,9 +398,18 @@ def test_sdk_plugins_check_prints_one_line_per_check_and_exits_1_on_a_failure(tm
     lines = out.strip().splitlines()
     assert lines[-1] == "bad: 4 checks, 2 passed, 2 failed, 0 skipped"  # alignment, and meta: boxes moved unrecorded
     assert lines[0].startswith("FAIL  transform:bad/shuffle  boxes and masks on their objects: seed 0: object 0")
-    code, out, err = run_sdk("plugins", "check", "bad", "--json", env=env)
-    data = json.loads(out)
-    assert code == 1 and data["failed"] == 2 and data["results"][0]["status"] == "failed"
+
+
+def test_sdk_plugins_check_json_counts_a_skip_and_exits_0():
+    from click.testing import CliRunner
+
+    from detsdk.cli.main import cli
+
+    get_registry().add_plugin("needs_files", "0.0", NeedsFiles)
+    result = CliRunner().invoke(cli, ["plugins", "check", "needs_files", "--json"])
+    data = json.loads(result.output)
+    assert result.exit_code == 0 and data["ok"] and (data["passed"], data["failed"], data["skipped"]) == (0, 0, 1)
+    assert data["results"][0]["component"] == "dataset:needs_files/coco_copy"
 
 
 def test_pytest_plugin_parametrises_the_checks_over_a_plugins_components(tmp_path):
