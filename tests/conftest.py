@@ -6,8 +6,9 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from detsdk.testing import painted_sample  # noqa: F401  (tests import it from here; it lives in the kit)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -88,23 +89,3 @@ def write_recipe(path, recipe: dict):
 
     path.write_text(tomli_w.dumps(recipe))
     return path
-
-
-def painted_sample(objects, height: int, width: int, background=(0, 0, 0), file: str = "painted.png") -> dict:
-    """A sample of solid-colour rectangles ``((x1, y1, x2, y2), rgb)`` with their boxes, labels and masks.
-
-    Alignment tests transform it and check each box (and mask) still covers its colour.
-    """
-    image = np.full((height, width, 3), background, np.uint8)
-    masks = np.zeros((len(objects), height, width), np.uint8)
-    for i, ((x1, y1, x2, y2), colour) in enumerate(objects):
-        image[y1:y2, x1:x2] = colour
-        masks[i, y1:y2, x1:x2] = 1
-    return {
-        "image": image,
-        "boxes": np.array([box for box, _ in objects], np.float32),
-        "labels": np.arange(len(objects), dtype=np.int64),
-        "masks": masks,
-        "iscrowd": np.zeros(len(objects), bool),
-        "meta": {"image_id": 1, "file": file, "ori_shape": (height, width)},
-    }

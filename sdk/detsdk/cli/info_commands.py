@@ -13,11 +13,14 @@ from detsdk.plugins import KINDS, get_registry
 KIND_CHOICES = sorted(KINDS.values()) + sorted(KINDS)
 
 
-@click.command("plugins")
+@click.group("plugins", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @debug_option
-def plugins_command(as_json):
-    """Show installed plugins, their hooks, components and errors."""
+@click.pass_context
+def plugins_command(ctx, as_json):
+    """Show installed plugins, their hooks, components and errors (``sdk plugins check NAME`` tests one)."""
+    if ctx.invoked_subcommand is not None:
+        return
     infos = list(get_registry().plugins.values())
     if as_json:
         click.echo(json.dumps([_plugin_dict(i) for i in infos], indent=2))
@@ -32,6 +35,33 @@ def plugins_command(as_json):
     for info in infos:
         if info.components:
             click.echo(f"\n{info.name}: {', '.join(info.components)}")
+
+
+@plugins_command.command("check")
+@click.argument("name")
+@click.option("--kinds", multiple=True, metavar="KIND[,KIND]", help="Check only these kinds (e.g. backbone,dataset).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="A TOML file with a [tool.detsdk.check] table, instead of the plugin's pyproject.toml.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@debug_option
+def plugins_check_command(name, kinds, config_file, as_json):
+    """Build every component plugin NAME registers and check it against its kind's contract.
+
+    One line per check (ok / FAIL / skip, component, check, finding); exit code 1 if any check fails.
+    """
+    from detsdk.testing.config import read_check_file
+    from detsdk.testing.runner import check_plugin
+
+    config = read_check_file(config_file) if config_file else None
+    report = check_plugin(name, kinds=kinds, config=config)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for result in report.results:
+            click.echo(result.line())
+        click.echo(report.summary())
+    if not report.ok:
+        raise SystemExit(1)
 
 
 def _plugin_dict(info) -> dict:
@@ -106,10 +136,10 @@ def toml_value(value) -> str:
 def _recipe_listing(component) -> str:
     from pathlib import Path
 
+    from detsdk.testing.recipes import shipped_recipes
+
     folder = Path(component.factory)
-    names = sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*.toml") if not p.relative_to(folder).parts[0].startswith("_")
-    )
+    names = [str(p.relative_to(folder)) for p in shipped_recipes(folder)]
     return "\n".join(f"      {component.plugin}:{n}" for n in names) or "      (none)"
 
 
