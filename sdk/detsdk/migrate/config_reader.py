@@ -254,6 +254,8 @@ class _FileReader:
             return result
         if isinstance(node, ast.Call):
             return self.call(node)
+        if isinstance(node, (ast.ListComp, ast.DictComp)):
+            return self.comprehension(node)
         if isinstance(node, ast.Name):
             if node.id in self.names:
                 return copy.deepcopy(self.names[node.id])
@@ -292,6 +294,40 @@ class _FileReader:
             if chain and chain[0] == "_base_":  # {{_base_.x}} written without quotes
                 return self.base_value(node, chain[1:])
         raise self.refuse(node, f"a '{type(node).__name__}' expression")
+
+    def comprehension(self, node: ast.ListComp | ast.DictComp) -> Any:
+        """``[expr for name in <a list>]`` (one loop, no condition) over a value the config holds."""
+        if len(node.generators) != 1 or node.generators[0].ifs or node.generators[0].is_async:
+            raise self.refuse(node, "a comprehension with more than one plain loop")
+        loop = node.generators[0]
+        if isinstance(loop.target, ast.Name):
+            targets = [loop.target.id]
+        elif isinstance(loop.target, ast.Tuple) and all(isinstance(e, ast.Name) for e in loop.target.elts):
+            targets = [e.id for e in loop.target.elts]
+        else:
+            raise self.refuse(node, "a comprehension whose loop variable is not a name")
+        items = self.expression(loop.iter)
+        if isinstance(items, dict):
+            items = list(items)
+        if not isinstance(items, list):
+            raise self.refuse(node, "a comprehension over something that is not a list")
+        saved = {name: self.names[name] for name in targets if name in self.names}
+        results = []
+        try:
+            for item in items:
+                values = [item] if len(targets) == 1 else item
+                if not isinstance(values, list) or len(values) != len(targets):
+                    raise self.refuse(node, "a comprehension whose items do not unpack into its loop variables")
+                self.names.update(zip(targets, values, strict=True))
+                if isinstance(node, ast.ListComp):
+                    results.append(self.expression(node.elt))
+                else:
+                    results.append((self.key(node.key), self.expression(node.value)))
+        finally:
+            for name in targets:
+                self.names.pop(name, None)
+            self.names.update(saved)
+        return results if isinstance(node, ast.ListComp) else dict(results)
 
     def key(self, node: ast.expr) -> Any:
         key = self.expression(node)

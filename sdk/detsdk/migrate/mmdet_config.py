@@ -19,7 +19,7 @@ import attrs
 
 from detsdk.migrate.config_reader import read_config
 from detsdk.migrate.ledger import Ledger, Node, Unmapped, UnsupportedConfigError
-from detsdk.migrate.mmdet_data import map_dataset, map_evaluator, preprocessor_steps
+from detsdk.migrate.mmdet_data import map_dataset, map_evaluator, map_evaluators, preprocessor_steps
 from detsdk.migrate.mmdet_model import map_model
 from detsdk.migrate.mmdet_schedule import map_optimizer, map_runtime, map_schedule
 
@@ -142,7 +142,7 @@ def _map_data(root: Node, model: Node, train: dict[str, Any]) -> tuple[dict[str,
             evaluation.skip(key, "det-sdk picks best.pt by the first metric")
         metric = map_evaluator(None, evaluation.get("metric"))
     else:
-        metric = map_evaluator(root.child("val_evaluator"))
+        metric = map_evaluators(root.items("val_evaluator")) if "val_evaluator" in root else None
         test = root.child("test_evaluator")
         if test is not None:
             root.ledger.use("test_evaluator")

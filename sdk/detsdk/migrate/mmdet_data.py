@@ -270,6 +270,20 @@ def preprocessor_steps(model: Node | None) -> list[dict[str, Any]] | None:
 
 
 # -- evaluator --------------------------------------------------------------------------
+def map_evaluators(nodes: list[Node]) -> dict[str, Any] | None:
+    """3.x ``val_evaluator`` (one or a list): CocoMetric + CityScapesMetric is det-sdk's cityscapes metric."""
+    cityscapes = [n for n in nodes if n.peek("type") == "CityScapesMetric"]
+    others = [map_evaluator(n) for n in nodes if n not in cityscapes]
+    if not cityscapes:
+        return others[0] if others else None
+    for node in cityscapes:
+        node.ignore("type", "backend_args", "format_only", "keep_results")
+        node.skip("seg_prefix", "det-sdk's cityscapes metric reads the gtFine/ of the dataset's root")
+        node.skip("outfile_prefix", "det-sdk writes its results under the run's work dir")
+    iou_types = next((o["iou_types"] for o in others if o and o.get("type") == "coco"), ["bbox", "segm"])
+    return {"type": "cityscapes", "iou_types": iou_types}
+
+
 def map_evaluator(node: Node | None, metrics: Any = None) -> dict[str, Any] | None:
     """CocoMetric / VOCMetric (3.x) or ``evaluation.metric`` (2.x) as ``eval.metric``."""
     if node is not None:

@@ -443,11 +443,13 @@ def _dense_test(test: Node | None, out: dict[str, Any]) -> None:
     test.ignore("min_bbox_size")
 
 
-def _head_norm(head: Node) -> str:
+def _head_norm(head: Node, default: str) -> str:
+    """The towers' norm; absent means the head's default (FCOSHead: GroupNorm, RetinaHead: none)."""
     norm = head.child("norm_cfg")
     if norm is None:
+        absent = "norm_cfg" not in head
         head.ignore("norm_cfg")
-        return "none"
+        return default if absent else "none"
     norm.ignore("num_groups", "requires_grad")
     kind = type_of(norm)
     if kind != "GN":
@@ -461,7 +463,7 @@ def map_retina_head(head: Node, train: Node | None, test: Node | None) -> dict[s
     kind = type_of(head)
     if kind != "RetinaHead":
         raise unsupported(head.at("type"), "RetinaNet head", kind, "RetinaHead")
-    out: dict[str, Any] = {"type": "retina_head", "num_convs": head.get("stacked_convs", 4), "norm": _head_norm(head)}
+    out: dict[str, Any] = {"type": "retina_head", "num_convs": head.get("stacked_convs", 4), "norm": _head_norm(head, "none")}
     head.ignore("in_channels", "feat_channels")
     _num_classes(head)
     anchors = head.child("anchor_generator")
@@ -486,7 +488,7 @@ def map_fcos_head(head: Node, train: Node | None, test: Node | None) -> dict[str
     kind = type_of(head)
     if kind != "FCOSHead":
         raise unsupported(head.at("type"), "FCOS head", kind, "FCOSHead")
-    out: dict[str, Any] = {"type": "fcos_head", "num_convs": head.get("stacked_convs", 4), "norm": _head_norm(head),
+    out: dict[str, Any] = {"type": "fcos_head", "num_convs": head.get("stacked_convs", 4), "norm": _head_norm(head, "gn"),
                            "strides": list(head.get("strides", [4, 8, 16, 32, 64]))}
     head.ignore("in_channels", "feat_channels", "regress_ranges", "conv_bias")
     _num_classes(head)
