@@ -161,6 +161,7 @@ def test_every_key_not_carried_over_is_listed_and_strict_makes_it_an_error(tmp_p
     assert text.startswith(f"# Converted from MMDetection 2.x config {config}")
     assert "#   model.backbone.style: 'caffe'" in text
     assert tomllib.loads(text)["model"]["head"]["norm"] == "gn"
+    assert tomllib.loads(text) == migration.recipe  # the compact TOML reads back as the same data
 
 
 def test_a_detector_det_sdk_lacks_exits_2_naming_it(tmp_path):

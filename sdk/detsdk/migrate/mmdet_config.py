@@ -22,6 +22,7 @@ from detsdk.migrate.ledger import Ledger, Node, Unmapped, UnsupportedConfigError
 from detsdk.migrate.mmdet_data import map_dataset, map_evaluator, map_evaluators, preprocessor_steps
 from detsdk.migrate.mmdet_model import map_model
 from detsdk.migrate.mmdet_schedule import map_optimizer, map_runtime, map_schedule
+from detsdk.migrate.recipe_toml import recipe_toml
 
 # Top-level names MMDetection itself reads; any other top-level name is a helper variable
 # (dataset_type, data_root, img_norm_cfg, train_pipeline, ...), read where the config uses it.
@@ -171,8 +172,6 @@ def _has_masks(table: dict[str, Any]) -> bool:
 
 def recipe_text(migration: Migration) -> str:
     """The recipe as TOML, opened by comments: the source config, notes and every unmapped key."""
-    from detsdk.recipe import dump_recipe
-
     lines = [f"# Converted from MMDetection {migration.version} config {migration.source} by "
              "`sdk convert mmdet-config` (read as data, never run).",
              f"# Files read: {', '.join(p.name for p in migration.files)}."]
@@ -183,7 +182,7 @@ def recipe_text(migration: Migration) -> str:
         lines += [f"#   {note}" for note in migration.notes]
     lines.append(f"# Not carried over ({len(migration.unmapped)}):")
     lines += [f"#   {item}" for item in migration.unmapped]
-    return "\n".join(lines) + "\n\n" + dump_recipe(migration.recipe)
+    return "\n".join(lines) + "\n\n" + recipe_toml(migration.recipe)
 
 
 def write_recipe(migration: Migration, out: str | Path) -> None:
