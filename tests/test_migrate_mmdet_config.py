@@ -151,7 +151,8 @@ def test_every_key_not_carried_over_is_listed_and_strict_makes_it_an_error(tmp_p
     config = V2 / "fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py"
     migration = convert_mmdet_config(config)
     paths = {item.path for item in migration.unmapped}
-    assert {"model.backbone.style", "optimizer.paramwise_cfg", "lr_config.warmup"} <= paths
+    assert {"model.backbone.style", "optimizer.paramwise_cfg.bias_lr_mult", "lr_config.warmup"} <= paths
+    assert migration.recipe["train"]["optimizer"]["paramwise"] == {"bias_decay_mult": 0.0}
     out = tmp_path / "fcos.toml"
     result = sdk("convert", "mmdet-config", config, "--out", out, "--strict")
     assert result.exit_code == 2 and "--strict" in result.output and not out.exists()
@@ -229,3 +230,42 @@ def test_a_converted_config_runs_with_sdk_run(tmp_path, run_sdk):
     assert code == 0, err
     assert (tmp_path / "run" / "last.pt").exists()
     assert "bbox_mAP" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_mmdetection_3_sizes_in_width_height_order_become_det_sdk_height_width(tmp_path):
+    config = tmp_path / "crop.py"
+    config.write_text(
+        f"_base_ = '{V3 / 'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'}'\n"
+        "train_dataloader = dict(dataset=dict(pipeline=[\n"
+        "    dict(type='RandomCrop', crop_size=(640, 480)), dict(type='Pad', size=(640, 480), pad_val=dict(img=114))]))\n"
+    )
+    crop, pad = convert_mmdet_config(config).recipe["data"]["train"]["pipeline"][:2]
+    assert crop["crop_size"] == [480, 640] and pad == {"type": "pad", "size": [480, 640], "pad_value": 114.0}
+
+
+# RTMDet maps to #12's components (cspnext, cspnext_pafpn, rtmdet_head, rtmdet; mosaic, mixup,
+# random_resize, yolox_hsv) and #10's pipeline_switch hook; once those branches are merged the
+# recipe also validates (the CLI warns until then).
+def test_rtmdet_maps_to_the_rtmdet_components_with_its_two_stage_pipeline():
+    recipe = convert_mmdet_config(V3 / "rtmdet/rtmdet_s_8xb32-300e_coco.py").recipe
+    model, train = recipe["model"], recipe["train"]
+    assert model["type"] == "rtmdet"
+    assert model["backbone"] == {"type": "cspnext", "arch": "P5", "deepen_factor": 0.33, "widen_factor": 0.5,
+                                 "expand_ratio": 0.5, "channel_attention": True,
+                                 "pretrained": "checkpoints/cspnext-s_imagenet_600e.pth"}
+    assert model["neck"] == {"type": "cspnext_pafpn", "out_channels": 128, "num_csp_blocks": 1, "expand_ratio": 0.5}
+    head = model["head"]
+    assert (head["feat_channels"], head["exp_on_reg"], head["topk"], head["nms_iou"]) == (128, False, 13, 0.65)
+    steps = [step["type"] for step in recipe["data"]["train"]["pipeline"]]
+    assert steps == ["mosaic", "random_resize", "random_crop", "yolox_hsv", "random_flip", "pad", "mixup", "normalize"]
+    assert recipe["data"]["train"]["pipeline"][0]["max_cached_images"] == 40  # CachedMosaic's default
+    assert recipe["data"]["train"]["pipeline"][6]["pad_val"] == 114.0  # (114, 114, 114)
+    switch = train["hooks"][0]
+    assert (switch["type"], switch["switch_epoch"]) == ("pipeline_switch", 280)
+    assert [step["type"] for step in switch["pipeline"]][-1] == "normalize"  # the data preprocessor's, in RGB
+    assert switch["pipeline"][-1]["mean"] == [123.675, 116.28, 103.53]
+    assert train["optimizer"]["paramwise"] == {"norm_decay_mult": 0, "bias_decay_mult": 0, "bypass_duplicate": True}
+    assert train["scheduler"] == {"type": "cosine", "warmup_iters": 1000, "warmup_ratio": 1e-5, "begin": 150,
+                                  "unit": "epoch", "min_lr_ratio": pytest.approx(0.05)}
+    assert train["ema"] == {"momentum": 0.0002, "gamma": 2000, "update_buffers": True}
+    assert (train["sync_bn"], train["epochs"], train["eval_interval"]) == (True, 300, 10)

@@ -80,6 +80,18 @@ def convert_mmdet_config_command(config, out, strict):
     write_recipe(migration, out)
     click.echo(f"wrote {out} (MMDetection {migration.version} config {config}, {len(migration.files)} files read); "
                f"check it with: sdk recipe show {out}")
+    _check_recipe(out)
+
+
+def _check_recipe(path: Path) -> None:
+    """Say so when the written recipe names components or keys the installed det-sdk and plugins lack."""
+    from detsdk.errors import DetSDKError
+    from detsdk.recipe import load_recipe, validate_recipe
+
+    try:
+        validate_recipe(load_recipe(path))
+    except DetSDKError as exc:
+        click.echo(f"warning: {path} does not validate with the installed components yet: {exc}")
 
 
 def _recipe_path(recipe: str) -> Path:

@@ -19,7 +19,7 @@ import attrs
 
 from detsdk.migrate.config_reader import read_config
 from detsdk.migrate.ledger import Ledger, Node, Unmapped, UnsupportedConfigError
-from detsdk.migrate.mmdet_data import map_dataset, map_evaluator, map_evaluators, preprocessor_steps
+from detsdk.migrate.mmdet_data import map_dataset, map_evaluator, map_evaluators, map_pipeline, preprocessor_steps
 from detsdk.migrate.mmdet_model import map_model
 from detsdk.migrate.mmdet_schedule import map_optimizer, map_runtime, map_schedule
 from detsdk.migrate.recipe_toml import recipe_toml
@@ -64,10 +64,12 @@ def convert_mmdet_config(path: str | Path) -> Migration:
     if model_node is None:
         raise UnsupportedConfigError(f"{path}: no 'model' in the config (nor in its _base_ files)")
     recipe: dict[str, Any] = {"model": map_model(model_node, train)}
-    recipe["data"], metric = _map_data(root, model_node, train)
+    device_steps = preprocessor_steps(model_node) or []
+    recipe["data"], metric = _map_data(root, device_steps, train, version == "3.x")
     map_optimizer(root, train)
     map_schedule(root, train)
-    map_runtime(root, train, runtime)
+    flags = {"v3": version == "3.x"}
+    map_runtime(root, train, runtime, lambda items: _with_device_steps(map_pipeline(items, dict(flags)), device_steps))
     for key in ("tta_model", "tta_pipeline"):
         root.skip(key, "test-time augmentation is eval.tta in det-sdk (docs/tta.md)")
     eval_table: dict[str, Any] = {}
@@ -89,10 +91,9 @@ def convert_mmdet_config(path: str | Path) -> Migration:
     return Migration(Path(path), version, recipe, ledger.unmapped, ledger.notes, config.files, helpers)
 
 
-def _map_data(root: Node, model: Node, train: dict[str, Any]) -> tuple[dict[str, Any], dict | None]:
+def _map_data(root: Node, device_steps: list[dict], train: dict[str, Any], v3: bool) -> tuple[dict[str, Any], dict | None]:
     out: dict[str, Any] = {}
     old = root.child("data")
-    device_steps = preprocessor_steps(model)
     if old is not None:  # 2.x: data = dict(samples_per_gpu=..., train=..., val=..., test=...)
         out["batch_size"] = old.get("samples_per_gpu", 2)
         out["num_workers"] = old.get("workers_per_gpu", 2)
@@ -123,7 +124,7 @@ def _map_data(root: Node, model: Node, train: dict[str, Any]) -> tuple[dict[str,
         if node is None:
             continue
         pipeline: list[dict[str, Any]] = []
-        flags: dict[str, Any] = {}
+        flags: dict[str, Any] = {"v3": v3}
         table = map_dataset(node, pipeline, flags, train=split == "train")
         if flags.get("with_masks"):
             _set_masks(table)
@@ -131,9 +132,7 @@ def _map_data(root: Node, model: Node, train: dict[str, Any]) -> tuple[dict[str,
             _set_masks(table)  # MMDetection evaluates masks without loading them in the test pipeline
         if table["type"] in ("cityscapes",) and not flags.get("with_masks") and not _has_masks(table):
             _set_masks(table, False)
-        if device_steps and not any(step["type"] == "normalize" for step in pipeline):
-            pipeline.extend(device_steps)
-        table["pipeline"] = pipeline
+        table["pipeline"] = _with_device_steps(pipeline, device_steps)
         out[split] = table
     evaluation = root.child("evaluation")
     if evaluation is not None:
@@ -148,6 +147,13 @@ def _map_data(root: Node, model: Node, train: dict[str, Any]) -> tuple[dict[str,
         if test is not None:
             root.ledger.use("test_evaluator")
     return out, metric
+
+
+def _with_device_steps(pipeline: list[dict[str, Any]], steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The 3.x data preprocessor's normalize (and pad) after the transforms, unless they normalise already."""
+    if any(step["type"] == "normalize" for step in pipeline):
+        return pipeline
+    return pipeline + steps
 
 
 def _leaf_tables(table: dict[str, Any]):

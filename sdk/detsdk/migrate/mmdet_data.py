@@ -174,10 +174,16 @@ def map_transform(item: Node, flags: dict[str, Any], scale: Any = None) -> list[
     if kind == "Normalize":
         return [_normalize(item, item.get("mean"), item.get("std"), item.get("to_rgb", True), "to_rgb")]
     if kind == "Pad":
-        return [_pad(item, item.get("size_divisor"), item.get("size"), item.get("pad_val", 0))]
+        size = item.get("size")
+        if size and flags.get("v3"):  # 3.x: (width, height); 2.x and det-sdk: (height, width)
+            size = list(size)[::-1]
+        item.skip("pad_to_square", "det-sdk pads to a size or a divisor")
+        return [_pad(item, item.get("size_divisor"), size, item.get("pad_val", 0))]
     if kind == "RandomCrop":
-        out = {"type": "random_crop", "crop_size": list(item.get("crop_size")),
-               "crop_type": item.get("crop_type", "absolute"),
+        crop_type, crop_size = item.get("crop_type", "absolute"), list(item.get("crop_size"))
+        if flags.get("v3") and crop_type in ("absolute", "relative"):  # 3.x: (width, height)
+            crop_size = crop_size[::-1]
+        out = {"type": "random_crop", "crop_size": crop_size, "crop_type": crop_type,
                "allow_negative_crop": item.get("allow_negative_crop", False)}
         item.ignore("recompute_bbox", "bbox_clip_border")
         return [out]
@@ -200,11 +206,12 @@ def _resize(item: Node, kind: str, scale: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "resize", "keep_ratio": item.get("keep_ratio", True)}
     if kind == "RandomChoiceResize":
         scales, mode = item.get("scales"), "value"
+    elif kind == "RandomResize" and item.peek("ratio_range") is not None:  # #12's random_resize
+        item.ignore("resize_type")
+        return {"type": "random_resize", "scale": item.get("scale"), "ratio_range": item.get("ratio_range"),
+                "keep_ratio": item.get("keep_ratio", True)}
     elif kind == "RandomResize":
         scales, mode = item.get("scale"), "range"
-        if item.peek("ratio_range") is not None:
-            item.ledger.skip(item.at("ratio_range"), "det-sdk's resize draws from a scale range, not a ratio range "
-                             "(RTMDet's random_resize arrives with #12)")
     else:
         scales = item.get("scale", item.get("img_scale", scale))
         mode = item.get("multiscale_mode", "range")
@@ -232,26 +239,47 @@ def _normalize(node: Node, mean: Any, std: Any, rgb: bool, key: str) -> dict[str
 
 
 def _pad(node: Node, divisor: Any, size: Any, value: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "pad", "size_divisor": divisor or 0}
+    out: dict[str, Any] = {"type": "pad"}
     if size:
-        out["size"] = list(size)
+        out["size"] = list(size)  # det-sdk: size wins over size_divisor
+    else:
         out["size_divisor"] = divisor or 0
-    if isinstance(value, dict):
-        value = value.get("img", 0)
+    value = _scalar(value.get("img", 0) if isinstance(value, dict) else value)
     if value:
         out["pad_value"] = float(value)
     return out
 
 
+def _scalar(value: Any) -> Any:
+    """``(114, 114, 114)`` -> ``114``: det-sdk pads with one value for every channel."""
+    if isinstance(value, list) and value and all(v == value[0] for v in value):
+        return value[0]
+    return value
+
+
+# Parameters of #12's mosaic, mixup and yolox_hsv, named as MMDetection's.
+LATER_PARAMETERS = {
+    "mosaic": ("img_scale", "center_ratio_range", "pad_val", "prob", "max_cached_images", "random_pop"),
+    "mixup": ("img_scale", "ratio_range", "flip_ratio", "pad_val", "prob", "max_cached_images", "random_pop",
+              "max_iters"),
+    "yolox_hsv": ("hue_delta", "saturation_delta", "value_delta"),
+}
+# MMDetection's cached variants' cache sizes (det-sdk's default, 0, is the uncached transform).
+CACHED = {"CachedMosaic": {"max_cached_images": 40, "random_pop": True},
+          "CachedMixUp": {"max_cached_images": 20, "random_pop": True}}
+
+
 def _later_transform(item: Node, kind: str) -> dict[str, Any]:
-    """Mosaic, MixUp, YOLOX-HSV: det-sdk names from #12; parameters carried as they are."""
-    out: dict[str, Any] = {"type": LATER_TRANSFORMS[kind]}
-    for key, value in item.value.items():
-        if key != "type":
-            out[key] = list(value) if isinstance(value, tuple) else value
-            item.ledger.use(item.at(key))
-    item.ledger.note(f"{item.path}: {kind} -> '{out['type']}' (det-sdk's RTMDet/YOLOX transforms, #12): check "
-                     "its parameters with `sdk list transforms`")
+    """Mosaic, MixUp, YOLOX-HSV (and their cached variants) as #12's mosaic, mixup, yolox_hsv."""
+    name = LATER_TRANSFORMS[kind]
+    out: dict[str, Any] = {"type": name}
+    for key in LATER_PARAMETERS[name]:
+        if key in item:
+            value = item.get(key)
+            out[key] = float(_scalar(value)) if key == "pad_val" else value
+        elif key in CACHED.get(kind, {}):
+            out[key] = CACHED[kind][key]
+    item.ignore("bbox_clip_border", "skip_filter")
     return out
 
 
@@ -263,9 +291,13 @@ def preprocessor_steps(model: Node | None) -> list[dict[str, Any]] | None:
     node.ledger.use(node.at("type"))
     steps = [_normalize(node, node.get("mean"), node.get("std"), node.get("bgr_to_rgb", False), "bgr_to_rgb")]
     divisor = node.get("pad_size_divisor", 1)
-    steps.append(_pad(node, divisor if divisor > 1 else 0, None, node.get("pad_value", 0)))
+    if divisor > 1:
+        steps.append(_pad(node, divisor, None, node.get("pad_value", 0)))
+    node.ignore("pad_value")
     node.ignore("rgb_to_bgr", "boxtype2tensor", "pad_mask", "mask_pad_value", "pad_seg", "seg_pad_value")
-    node.skip("batch_augments", "det-sdk applies augmentations per sample, not per batch")
+    if node.peek("batch_augments"):
+        node.skip("batch_augments", "det-sdk applies augmentations per sample, not per batch")
+    node.ignore("batch_augments")
     return steps
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from detsdk.migrate.ledger import Node, UnsupportedConfigError, type_of
+from detsdk.migrate.mmdet_rtmdet import map_rtmdet
 
-DETECTORS = {"FasterRCNN": "faster_rcnn", "MaskRCNN": "mask_rcnn", "RetinaNet": "retinanet", "FCOS": "fcos"}
+DETECTORS = {"FasterRCNN": "faster_rcnn", "MaskRCNN": "mask_rcnn", "RetinaNet": "retinanet", "FCOS": "fcos",
+             "RTMDet": "rtmdet"}
 RESNET_DEPTHS = (18, 34, 50, 101)
 # MMDetection's pretrained names det-sdk can fetch (torchvision's weights API).
 PRETRAINED = {f"torchvision://resnet{d}": "IMAGENET1K_V1" for d in RESNET_DEPTHS} | {
@@ -31,6 +33,8 @@ def map_model(model: Node, runtime: dict[str, Any]) -> dict[str, Any]:
     name = type_of(model)
     if name not in DETECTORS:
         raise unsupported(model.at("type"), "detector", name, ", ".join(DETECTORS))
+    if name == "RTMDet":  # #12's components (detsdk.migrate.mmdet_rtmdet)
+        return map_rtmdet(model, runtime, _pretrained)
     out: dict[str, Any] = {"type": DETECTORS[name], "num_classes": "auto"}
     model.ignore("data_preprocessor")  # read with the pipelines (detsdk.migrate.mmdet_data)
     backbone = model.child("backbone")
@@ -159,11 +163,20 @@ def _pretrained(backbone: Node, model: Node) -> str:
         return ""
     if checkpoint in PRETRAINED:
         return PRETRAINED[checkpoint]
+    if checkpoint.startswith(("http://", "https://")):
+        return downloaded(backbone, checkpoint, where)
     if "://" in checkpoint:
         backbone.ledger.skip(where, f"{checkpoint!r}: det-sdk fetches only torchvision's weights; download the "
                              "file and set model.backbone.pretrained to its path")
         return ""
     return checkpoint  # a local file
+
+
+def downloaded(node: Node, url: str, where: str) -> str:
+    """Where a checkpoint det-sdk cannot fetch is expected once downloaded: ``checkpoints/<file name>``."""
+    local = f"checkpoints/{url.rsplit('/', 1)[-1]}"
+    node.ledger.note(f"{where} = {url!r}: download it to {local} (det-sdk reads local checkpoints only)")
+    return local
 
 
 def map_neck(neck: Node) -> dict[str, Any]:

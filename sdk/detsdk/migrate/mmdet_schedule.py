@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from collections.abc import Callable
+
 from detsdk.migrate.ledger import Node, type_of
+from detsdk.migrate.mmdet_model import downloaded
 
 OPTIMIZERS = {"SGD": "sgd", "AdamW": "adamw"}
 
@@ -25,7 +28,6 @@ def map_optimizer(root: Node, train: dict[str, Any]) -> None:
         if wrapper.peek("accumulative_counts", 1) != 1:
             train["accumulate"] = wrapper.get("accumulative_counts")
         wrapper.ignore("accumulative_counts")
-        _paramwise(wrapper)
     config = root.child("optimizer_config")
     if config is not None:
         clip = config.child("grad_clip")
@@ -58,15 +60,25 @@ def map_optimizer(root: Node, train: dict[str, Any]) -> None:
         out["betas"] = list(optimizer.get("betas", [0.9, 0.999]))
         out["weight_decay"] = optimizer.get("weight_decay", 0.01)
         optimizer.ignore("eps", "amsgrad")
-    _paramwise(optimizer)
+    for holder in (optimizer, wrapper):  # 2.x: inside optimizer; 3.x: beside it in optim_wrapper
+        if holder is not None:
+            _paramwise(holder, out)
     train["optimizer"] = {k: v for k, v in out.items() if v is not None}
 
 
-def _paramwise(node: Node) -> None:
+PARAMWISE = ("norm_decay_mult", "bias_decay_mult", "bypass_duplicate")  # train.optimizer.paramwise (#12)
+
+
+def _paramwise(node: Node, out: dict[str, Any]) -> None:
     paramwise = node.child("paramwise_cfg")
-    if paramwise is not None:
-        node.ledger.skip(paramwise.path, f"{paramwise.value}: det-sdk gives every parameter the optimizer's lr and "
-                         "weight decay (no per-parameter multipliers)")
+    if paramwise is None:
+        return
+    kept = {key: paramwise.get(key) for key in PARAMWISE if key in paramwise}
+    if kept:
+        out["paramwise"] = kept
+    for key in paramwise.value:
+        if key not in PARAMWISE:
+            paramwise.skip(key, f"det-sdk's paramwise takes {', '.join(PARAMWISE)} only")
 
 
 def map_schedule(root: Node, train: dict[str, Any]) -> None:
@@ -119,8 +131,10 @@ def _param_schedulers(items: list[Node], train: dict[str, Any], lr: float | None
         elif kind == "MultiStepLR":
             scheduler.update(type="step", milestones=list(item.get("milestones")), gamma=item.get("gamma", 0.1),
                              unit="epoch" if by_epoch else "iter")
-        elif kind == "CosineAnnealingLR" and item.peek("begin", 0) == 0:
+        elif kind == "CosineAnnealingLR":
             scheduler["type"] = "cosine"
+            if item.peek("begin", 0):  # flat, then cosine from `begin` (#12's cosine)
+                scheduler.update(begin=item.peek("begin"), unit="epoch" if by_epoch else "iter")
             if "eta_min_ratio" in item:
                 scheduler["min_lr_ratio"] = item.get("eta_min_ratio")
             elif lr:
@@ -169,8 +183,12 @@ def _lr_config(config: Node, train: dict[str, Any]) -> None:
     train["scheduler"] = scheduler
 
 
-def map_runtime(root: Node, train: dict[str, Any], runtime: dict[str, Any]) -> None:
-    """Checkpoint and log intervals, load_from, resume, EMA, auto_scale_lr and the seed."""
+def map_runtime(root: Node, train: dict[str, Any], runtime: dict[str, Any],
+                pipeline_of: Callable[[list[Node]], list[dict[str, Any]]]) -> None:
+    """Checkpoint and log intervals, load_from, resume, EMA, pipeline switch, auto_scale_lr and the seed.
+
+    ``pipeline_of`` maps a pipeline (for ``PipelineSwitchHook``'s second stage).
+    """
     hooks = root.child("default_hooks")
     checkpoint = hooks.child("checkpoint") if hooks is not None else root.child("checkpoint_config")
     if checkpoint is not None:
@@ -186,11 +204,7 @@ def map_runtime(root: Node, train: dict[str, Any], runtime: dict[str, Any]) -> N
         for name in ("timer", "param_scheduler", "sampler_seed", "visualization"):
             hooks.ignore(name)
     load_from = str(root.get("load_from") or "")
-    if "://" in load_from:  # det-sdk reads local files only: where the download is expected
-        local = f"checkpoints/{load_from.rsplit('/', 1)[-1]}"
-        root.ledger.note(f"load_from = {load_from!r}: download it to {local} (det-sdk reads local checkpoints only)")
-        load_from = local
-    runtime["load_from"] = load_from
+    runtime["load_from"] = downloaded(root, load_from, "load_from") if "://" in load_from else load_from
     if root.get("resume") or root.get("resume_from"):
         root.ledger.skip("resume" if root.peek("resume") else "resume_from",
                          "resuming is a command-line choice in det-sdk: sdk run RECIPE --resume")
@@ -201,6 +215,11 @@ def map_runtime(root: Node, train: dict[str, Any], runtime: dict[str, Any]) -> N
             train["ema"] = {"momentum": hook.get("momentum", 0.0002), "gamma": hook.get("gamma", 2000),
                             "update_buffers": hook.get("update_buffers", False)}
             hook.ignore("priority", "resume_from", "total_iter", "warm_up", "interval", "strict_load")
+        elif kind == "PipelineSwitchHook":  # #10's pipeline_switch hook
+            stage = {"type": "pipeline_switch", "switch_epoch": hook.get("switch_epoch"),
+                     "pipeline": pipeline_of(hook.items("switch_pipeline"))}
+            train.setdefault("hooks", []).append(stage)
+            hook.ignore("priority")
         elif kind in ("NumClassCheckHook", "CheckInvalidLossHook"):
             hook.ledger.use(hook.path)  # det-sdk checks class counts and losses itself
         else:

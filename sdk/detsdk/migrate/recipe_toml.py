@@ -45,14 +45,26 @@ def _table(lines: list[str], name: str, table: dict[str, Any]) -> None:
                 lines.append(text)
             else:
                 sections.append((key, value))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            lines.append(f"{_key(key)} = [")
-            lines += [f"  {_value(item)}," for item in value]
-            lines.append("]")
+        elif _is_table_array(value):
+            lines.append(f"{_key(key)} = {_table_array(value, '')}")
         else:
             lines.append(f"{_key(key)} = {_value(value)}")
     for key, value in sections:
         _table(lines, f"{name}.{_key(key)}", value)
+
+
+def _table_array(items: list[dict[str, Any]], indent: str) -> str:
+    """An array of inline tables, one a line; arrays of tables inside them nest the same way."""
+    rows = []
+    for item in items:
+        parts = [f"{_key(k)} = {_table_array(v, indent + '  ') if _is_table_array(v) else _value(v)}"
+                 for k, v in item.items()]
+        rows.append(f"{indent}  {{ {', '.join(parts)} }},")
+    return "[\n" + "\n".join(rows) + f"\n{indent}]"
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 
 def _nested(value: Any) -> bool:
