@@ -269,3 +269,19 @@ def test_rtmdet_maps_to_the_rtmdet_components_with_its_two_stage_pipeline():
                                   "unit": "epoch", "min_lr_ratio": pytest.approx(0.05)}
     assert train["ema"] == {"momentum": 0.0002, "gamma": 2000, "update_buffers": True}
     assert (train["sync_bn"], train["epochs"], train["eval_interval"]) == (True, 300, 10)
+
+
+def test_mmdetection_3_voc_paths_are_relative_to_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETSDK_LOAD_PLUGINS", "voc")
+    config = tmp_path / "voc.py"
+    config.write_text(
+        f"_base_ = '{V3 / 'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'}'\n"
+        "voc = dict(type='VOCDataset', data_root='data/VOCdevkit/', ann_file='VOC2007/ImageSets/Main/test.txt',\n"
+        "           data_prefix=dict(sub_data_root='VOC2007/'), pipeline=[])\n"
+        "val_dataloader = dict(dataset=dict(_delete_=True, **voc))\n"
+        "val_evaluator = dict(_delete_=True, type='VOCMetric', metric='mAP', eval_mode='11points')\n"
+    )
+    recipe = convert_mmdet_config(config).recipe
+    assert {k: recipe["data"]["val"][k] for k in ("type", "root", "split")} == {
+        "type": "voc", "root": "data/VOCdevkit/VOC2007", "split": "test"}
+    assert recipe["eval"]["metric"] == {"type": "voc", "iou_thrs": [0.5], "mode": "11points"}

@@ -46,13 +46,13 @@ def map_dataset(node: Node, pipeline_out: list[dict[str, Any]], flags: dict[str,
     elif pipeline:
         for item in pipeline:  # a concat's second pipeline: det-sdk has one pipeline per split
             item.ledger.use(item.path)
-    root = node.get("data_root", "") or ""
+    root = node.get("data_root", "") or ""  # 3.x: ann_file and data_prefix are relative to it
     prefix = node.child("data_prefix")
     images = ""
     if prefix is not None:
         images = prefix.get("img", prefix.get("img_path", "")) or ""
-        sub_root = prefix.get("sub_data_root", "")
-        root = join(root, sub_root) if sub_root else root
+        if prefix.peek("sub_data_root"):  # 3.x VOC: the year's folder; ann_file stays relative to data_root
+            images = images or prefix.get("sub_data_root")
         prefix.ignore("seg")
     images = node.get("img_prefix", images) or ""
     ann_file = node.get("ann_file", "")
@@ -92,7 +92,7 @@ def _leaf_dataset(node: Node, kind: str, root: str, ann_file: str, images: str) 
     if kind == "VOCDataset":
         # 2.x: ann_file '<root>/VOC2007/ImageSets/Main/trainval.txt'; 3.x: sub_data_root 'VOC2007/'.
         ann = join(root, ann_file)
-        voc_root = ann.split("/ImageSets")[0] if "/ImageSets" in ann else root.rstrip("/")
+        voc_root = ann.split("/ImageSets")[0] if "/ImageSets" in ann else join(root, images)
         split = posixpath.splitext(posixpath.basename(ann_file))[0] or "trainval"
         return {"type": "voc", "root": voc_root, "split": split}
     if kind == "WIDERFaceDataset":
@@ -326,7 +326,7 @@ def map_evaluator(node: Node | None, metrics: Any = None) -> dict[str, Any] | No
             node.ledger.skip(node.at("format_only"), "det-sdk always scores; use `sdk predict` to write results")
         if kind == "VOCMetric":
             mode = node.get("eval_mode", "area")
-            return {"type": "voc", "iou_thrs": [0.5], "mode": "11point" if mode == "11points" else "area"}
+            return {"type": "voc", "iou_thrs": [0.5], "mode": "11points" if mode == "11points" else "area"}
         if kind not in ("CocoMetric", ""):
             node.ledger.skip(node.at("type"), f"'{kind}': det-sdk's metrics are COCO and VOC here")
             return None

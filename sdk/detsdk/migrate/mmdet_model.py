@@ -85,10 +85,8 @@ def _num_classes(head: Node) -> None:
 def map_backbone(backbone: Node, model: Node, runtime: dict[str, Any]) -> dict[str, Any]:
     """ResNet / ResNeXt: depth, frozen_stages, out_indices, norm and pretrained weights."""
     name = type_of(backbone)
-    if name not in ("ResNet", "ResNeXt", "ResNetV1c", "ResNetV1d"):
+    if name not in ("ResNet", "ResNeXt"):
         raise unsupported(backbone.at("type"), "backbone", name, "ResNet, ResNeXt")
-    if name != "ResNet" and name != "ResNeXt":
-        raise unsupported(backbone.at("type"), "backbone", name, "ResNet (the v1b stem), ResNeXt")
     for dcn_key in ("dcn", "stage_with_dcn", "plugins"):
         if backbone.peek(dcn_key):
             raise unsupported(backbone.at(dcn_key), "backbone option", f"{dcn_key} (DCN / plugins)", "plain ResNets")
