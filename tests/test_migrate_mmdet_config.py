@@ -55,6 +55,23 @@ def test_faster_rcnn_equals_the_detsdk_recipe_in_every_setting_both_have(config)
     assert len(shared) > 60  # the comparison covers the model, data, schedule and runtime
 
 
+CAFFE_BACKBONE = {f"data.{split}.pipeline[{i}].{key}" for split, i in (("train", 2), ("val", 1), ("test", 1))
+                  for key in ("mean", "std")} | {"model.backbone.pretrained"}
+
+
+@pytest.mark.parametrize("config,recipe,choices", [
+    (V3 / "retinanet/retinanet_r50_fpn_1x_coco.py", "detsdk:retinanet_r50_fpn_1x_coco.toml", set()),
+    (V3 / "mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py", "detsdk:mask_rcnn_r50_fpn_1x_coco.toml",
+     RECIPE_CHOICES | {"model.mask_head.sampling_ratio"}),
+    # det-sdk's FCOS recipe runs torchvision's ResNet-50 (RGB, ImageNet mean/std) instead of the caffe one.
+    (V2 / "fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py", "detsdk:fcos_r50_fpn_1x_coco.toml", CAFFE_BACKBONE),
+])
+def test_the_other_zoo_configs_equal_detsdk_recipes_but_for_their_documented_choices(config, recipe, choices):
+    converted = convert_mmdet_config(config).recipe
+    found = differences(converted, load_recipe(recipe).data)
+    assert set(found) == choices, found
+
+
 @pytest.mark.parametrize("version,detector", [(V3, "faster-rcnn"), (V3, "mask-rcnn"), (V2, "faster_rcnn"),
                                               (V2, "mask_rcnn")])
 def test_cityscapes_fine_tuning_equals_the_plugin_recipe(monkeypatch, version, detector):

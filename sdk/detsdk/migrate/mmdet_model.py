@@ -224,7 +224,9 @@ def _assigner(cfg: Node | None, out: dict[str, Any]) -> None:
         assigner.expect("ignore_iof_thr", -1, "det-sdk ignores anchors by crowd regions (crowd_ioa_thresh), not by "
                         "ignored boxes")
     sampler = _sub(cfg, "sampler")
-    if sampler is not None:
+    if sampler is not None and sampler.peek("type") == "PseudoSampler":  # dense heads: every anchor counts
+        sampler.ledger.use(sampler.path)
+    elif sampler is not None:
         kind = type_of(sampler)
         if kind != "RandomSampler":
             sampler.ledger.skip(sampler.at("type"), f"'{kind}': det-sdk samples at random (RandomSampler)")
@@ -488,8 +490,6 @@ def map_retina_head(head: Node, train: Node | None, test: Node | None) -> dict[s
     _focal(head, out)
     _loss_bbox(head.child("loss_bbox"), out)
     _assigner(train, out)
-    if train is not None:
-        train.ignore("sampler")
     _dense_test(test, out)
     return {k: v for k, v in out.items() if v is not None}
 

@@ -175,8 +175,10 @@ def _lr_config(config: Node, train: dict[str, Any]) -> None:
         scheduler["warmup_iters"] = config.get("warmup_iters", 0)
         scheduler["warmup_ratio"] = config.get("warmup_ratio", 0.1)
     elif warmup:
-        config.ledger.skip(config.at("warmup"), f"'{warmup}' warm-up: det-sdk's warm-up is linear")
-        config.ignore("warmup_iters", "warmup_ratio")
+        config.ledger.skip(config.at("warmup"), f"'{warmup}' warm-up: det-sdk's warm-up is linear (set here over "
+                           "the same iterations from the same ratio)")
+        scheduler["warmup_iters"] = config.get("warmup_iters", 0)
+        scheduler["warmup_ratio"] = config.get("warmup_ratio", 0.1)
     else:
         scheduler["warmup_iters"] = 0
     config.expect("warmup_by_epoch", False, "det-sdk counts warm-up in iterations")
