@@ -115,6 +115,7 @@ def test_a_config_that_calls_code_is_refused_and_nothing_runs(tmp_path):
     ("x = open('f').read()\n", "a call to"),
     ("x = [].__class__\n", "the attribute '.__class__'"),
     ("x = 'a' * 10**9\n", "'a' * 10 ** 9"),
+    ("x = [0] * 1000 * 1000\n", "'[0] * 1000 * 1000' (list and int)"),
 ])
 def test_imports_definitions_calls_and_attributes_are_refused_with_their_line(tmp_path, source, what):
     config = tmp_path / "config.py"

@@ -35,6 +35,7 @@ _BINARY = {
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
 _BASE_REFERENCE = re.compile(r"^\{\{\s*_base_\.([\w.]+)\s*\}\}$")
 DELETE = "_delete_"
+MAX_REPEAT = 100_000  # the longest string or list `x * n` may make: a config cannot exhaust memory
 
 
 class ConfigReadError(DetSDKError):
@@ -87,10 +88,17 @@ def _read_file(path: Path, files: list[Path], chain: tuple[Path, ...]) -> dict[s
         raise ConfigReadError(f"{path}: expected an MMDetection config .py file")
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (RecursionError, MemoryError):
+        raise ConfigReadError(f"{path}: nested too deeply to read") from None
+    except UnicodeDecodeError:
+        raise ConfigReadError(f"{path}: not a UTF-8 text file") from None
     except SyntaxError as exc:
         raise ConfigReadError(f"{path}:{exc.lineno}: not valid Python: {exc.msg}") from None
     reader = _FileReader(path, files, chain + (resolved,))
-    reader.read(tree)
+    try:
+        reader.read(tree)
+    except RecursionError:
+        raise ConfigReadError(f"{path}: expressions nested too deeply to read") from None
     files.append(path)
     return reader.result()
 
@@ -359,7 +367,8 @@ class _FileReader:
         ok = (
             isinstance(left, numbers) and isinstance(right, numbers)
             or op is operator.add and type(left) is type(right) and isinstance(left, (str, list))
-            or op is operator.mul and isinstance(left, (str, list)) and isinstance(right, int) and 0 <= right <= 10_000
+            or op is operator.mul and isinstance(left, (str, list)) and isinstance(right, int)
+            and 0 <= right and len(left) * right <= MAX_REPEAT
         )
         if op is operator.pow and ok and abs(right) > 64:
             ok = False  # no way to make the reader spend minutes on one number

@@ -74,7 +74,7 @@ class Ledger:
         elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
             for index, item in enumerate(value):
                 self.leftovers(item, f"{path}[{index}]")
-        elif value is not None:
+        elif value is not None and value != [] and value != {}:  # an empty list or dict sets nothing
             self.skip(path, NOT_READ)
 
 
