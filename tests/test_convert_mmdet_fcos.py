@@ -121,3 +121,73 @@ def test_load_from_renames_fcos_weights_as_the_converter_does():
     conversion = to_detsdk(state)
     assert conversion.source_key("head.regression_head.bbox_ctrness.bias") == "bbox_head.conv_centerness.bias"
     assert sorted(conversion.unplaced) == [f"bbox_head.scales.{i}.scale" for i in range(5)]
+
+
+FAKE_MMENGINE = '''
+class HistoryBuffer:
+    def __init__(self, values=None):
+        self.values = values
+
+
+class RunsCode:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch {marker}",))
+'''
+SAVE = '''
+import sys
+import numpy as np
+import torch
+from mmengine.logging import HistoryBuffer, RunsCode
+state = torch.load(sys.argv[1], weights_only=True)
+checkpoint = {{"meta": {{"dataset_meta": {{"classes": ("cat", "dog", "bird")}}, "seed": np.int64(7),
+                        "hook_msgs": {{"last_ckpt": "epoch_12.pth"}}}},
+               "state_dict": state, "message_hub": {{"log_scalars": {{"loss": HistoryBuffer([1.0, 0.5])}}}}}}
+if sys.argv[3] == "evil":
+    checkpoint["extra"] = RunsCode()
+torch.save(checkpoint, sys.argv[2])
+'''
+
+
+def mmengine_checkpoint(tmp_path, kind: str):
+    """A checkpoint saved the way MMEngine saves one: a message hub and NumPy values beside the weights.
+
+    The stand-in ``mmengine`` package exists only for the subprocess that saves the file: the test
+    process cannot import it, so loading the file cannot have used it.
+    """
+    import subprocess
+    import sys
+
+    package = tmp_path / "fake" / "mmengine" / "logging"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text(FAKE_MMENGINE.format(marker=tmp_path / "MARKER"))
+    weights, out = tmp_path / "weights.pt", tmp_path / f"{kind}.pth"
+    torch.save(mmdet_fcos(), weights)
+    subprocess.run([sys.executable, "-c", SAVE.format(), str(weights), str(out), kind], check=True,
+                   env={"PYTHONPATH": str(tmp_path / "fake"), "PATH": "/usr/bin:/bin"})
+    return out
+
+
+def test_an_mmengine_checkpoint_loads_with_its_message_hub_left_inert(tmp_path):
+    source = mmengine_checkpoint(tmp_path, "mmengine")
+    out = tmp_path / "fcos.pt"
+    args = ["convert", "mmdet", str(source), "--recipe", RECIPE, "--out", str(out)]
+    for override in SMALL:
+        args += ["--set", override]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out)["classes"] == ["cat", "dog", "bird"]
+    state = load_checkpoint(source)
+    assert type(state["message_hub"]["log_scalars"]["loss"]).__module__ == "mmengine.logging"
+    assert not hasattr(state["message_hub"]["log_scalars"]["loss"], "values")  # a stub: nothing of it ran
+
+
+def test_an_mmengine_checkpoint_that_would_run_code_is_still_refused(tmp_path):
+    from detsdk.engine.checkpoint import load_checkpoint as load
+    from detsdk.errors import CheckpointError
+
+    source = mmengine_checkpoint(tmp_path, "evil")
+    with pytest.raises(CheckpointError, match="refused"):
+        load(source)
+    assert not (tmp_path / "MARKER").exists()
