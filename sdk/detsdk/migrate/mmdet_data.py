@@ -43,9 +43,8 @@ def map_dataset(node: Node, pipeline_out: list[dict[str, Any]], flags: dict[str,
     pipeline = node.items("pipeline")
     if pipeline and not pipeline_out:
         pipeline_out.extend(map_pipeline(pipeline, flags))
-    elif pipeline:
-        for item in pipeline:  # a concat's second pipeline: det-sdk has one pipeline per split
-            item.ledger.use(item.path)
+    elif pipeline and map_pipeline(pipeline, dict(flags)) != pipeline_out:  # a concat's second pipeline
+        node.ledger.skip(node.at("pipeline"), "det-sdk has one pipeline per split: the first dataset's is used")
     root = node.get("data_root", "") or ""  # 3.x: ann_file and data_prefix are relative to it
     prefix = node.child("data_prefix")
     images = ""
