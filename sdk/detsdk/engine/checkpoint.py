@@ -40,6 +40,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        stubbed = _mmengine_checkpoint(path)  # MMDetection 3.x: its message hub and NumPy values left inert
+        if stubbed is not None:
+            return stubbed
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: refused: loading it would run code or build arbitrary objects ({reason[:200]})"
@@ -49,6 +52,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(state).__name__}")
     return state
+
+
+def _mmengine_checkpoint(path: Path) -> dict[str, Any] | None:
+    """An MMEngine checkpoint read with its MMEngine/NumPy objects as inert stubs, or None (see that module)."""
+    from detsdk.engine.mmengine_checkpoint import load_with_inert_stubs, stubbable_globals
+
+    try:
+        names = stubbable_globals(path)
+        state = load_with_inert_stubs(path, names) if names else None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def model_state_of(state: dict[str, Any]) -> dict[str, torch.Tensor]:

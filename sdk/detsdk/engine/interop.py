@@ -8,9 +8,11 @@ passes through unchanged:
   ``backbone.body.*``. det-sdk's detectors are built from torchvision's parts, so only the
   backbone and the neck move (``backbone.body.`` -> ``backbone.``, ``backbone.fpn.`` ->
   ``neck.fpn.``); ``rpn.*``, ``roi_heads.*`` (masks included) and ``head.*`` keep their names.
-- **MMDetection 2.x** checkpoints (``state_dict`` with ``neck.lateral_convs.*``,
-  ``rpn_head.*``, ``roi_head.*``, ``bbox_head.retina_*``): Faster R-CNN, Mask R-CNN and
-  RetinaNet with ResNet FPN. See ``from_mmdet`` for the mapping.
+- **MMDetection 2.x and 3.x** checkpoints (``state_dict`` with ``neck.lateral_convs.*``,
+  ``rpn_head.*``, ``roi_head.*``, ``bbox_head.retina_*``, ``bbox_head.conv_centerness``):
+  Faster R-CNN, Mask R-CNN, RetinaNet and FCOS with ResNet FPN; 3.x keeps 2.x's module names
+  and moves the class names to ``meta.dataset_meta.classes``. See ``from_mmdet`` for the
+  mapping, ``detsdk.engine.interop_fcos`` for FCOS's head.
 
 Labels. torchvision's Faster and Mask R-CNN count background as class 0
 (``num_classes=91`` for COCO): they are det-sdk models with ``num_classes = 90`` whose label
@@ -31,8 +33,10 @@ from collections.abc import Callable, Mapping
 import attrs
 import torch
 
+from detsdk.engine.interop_fcos import fcos_num_classes, from_mmdet_fcos, is_mmdet_fcos
+
 TORCHVISION = "torchvision"
-MMDETECTION = "MMDetection 2.x"
+MMDETECTION = "MMDetection"  # 2.x and 3.x checkpoints share their key names
 DETSDK = "det-sdk"
 
 _MMDET_MARKERS = (
@@ -42,6 +46,8 @@ _MMDET_MARKERS = (
     "roi_head.",
     "bbox_head.retina_",
     "bbox_head.cls_convs.",
+    "bbox_head.conv_centerness.",
+    "bbox_head.fcos_centerness.",
 )
 
 
@@ -139,6 +145,9 @@ def from_mmdet(weights: Mapping[str, torch.Tensor]) -> Conversion:
     conversion = Conversion(MMDETECTION, {})
     lateral_levels = _count_indices(weights, r"neck\.lateral_convs\.(\d+)\.")
     box_convs = _count_indices(weights, r"roi_head\.bbox_head\.shared_convs\.(\d+)\.")
+    if is_mmdet_fcos(weights):  # FCOS's head: detsdk.engine.interop_fcos
+        from_mmdet_fcos(weights, conversion, lambda key: _mmdet_name(key, lateral_levels, box_convs))
+        return conversion
     for key, tensor in weights.items():
         name = _mmdet_name(key, lateral_levels, box_convs)
         if name is None:
@@ -259,6 +268,8 @@ def _move_background_first(conversion: Conversion) -> None:
 
 def mmdet_num_classes(weights: Mapping[str, torch.Tensor]) -> int | None:
     """Foreground classes of an MMDetection 2.x state dict, from its classifier's shape (``None``: unknown)."""
+    if fcos_num_classes(weights) is not None:
+        return fcos_num_classes(weights)
     fc_cls = weights.get("roi_head.bbox_head.fc_cls.weight")
     if fc_cls is not None:
         return int(fc_cls.shape[0]) - 1
@@ -325,7 +336,7 @@ def convert_checkpoint(
             f"{exc}. det-sdk never falls back to unsafe loading. If you trust the file, re-save just its "
             "weights where MMDetection is installed (ckpt = torch.load(path, weights_only=False); "
             "torch.save({'state_dict': ckpt['state_dict'], 'meta': {'CLASSES': ckpt['meta']['CLASSES']}}, "
-            "'weights.pth')) and convert that file"
+            "'weights.pth'); MMDetection 3.x: ckpt['meta']['dataset_meta']['classes']) and convert that file"
         ) from None
     weights = model_state_of(state)
     found = checkpoint_format(weights)
@@ -339,7 +350,8 @@ def convert_checkpoint(
     validate_recipe(loaded)
     config = with_defaults(loaded.data)
     meta = state.get("meta") if isinstance(state.get("meta"), dict) else {}
-    names = [str(c) for c in meta.get("CLASSES") or []]
+    dataset_meta = meta.get("dataset_meta") if isinstance(meta.get("dataset_meta"), dict) else {}
+    names = [str(c) for c in meta.get("CLASSES") or dataset_meta.get("classes") or []]  # 2.x, 3.x
     wanted = config["model"].get("num_classes", "auto")
     num_classes = wanted if isinstance(wanted, int) else (mmdet_num_classes(weights) or len(names))
     if not num_classes:
