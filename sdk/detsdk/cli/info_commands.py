@@ -38,6 +38,7 @@ def _plugin_dict(info) -> dict:
     return {
         "name": info.name,
         "version": info.version,
+        "distribution": info.distribution,
         "hooks": info.hooks,
         "components": info.components,
         "errors": [info.error] if info.error else [],
