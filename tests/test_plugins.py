@@ -130,23 +130,32 @@ def test_a_recipe_naming_a_clashing_component_exits_2_naming_both(plugin_site, r
     assert "detsdk/resnet (det-sdk " in err and "clashing/resnet (det-plugin-clashing 1.2)" in err
 
 
-def test_listing_plugins_and_help_import_no_torch(run_sdk):
-    probe = (
-        "import sys, detsdk, detsdk.cli\n"
-        "from detsdk.plugins import get_registry\n"
-        "get_registry()\n"
-        "for args in (['--help'], ['plugins'], ['plugins', '--json']):\n"
-        "    try:\n"
-        "        detsdk.cli.main(args)\n"
-        "    except SystemExit:\n"
-        "        pass\n"
-        "print('torch' in sys.modules)\n"
-    )
+HEAVY = {"numpy", "torch", "torchvision", "cv2", "scipy", "PIL", "pycocotools", "matplotlib"}
+STARTUP_PROBE = f"""
+import sys
+from detsdk.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("heavy=" + ",".join(sorted({{m.partition(".")[0] for m in sys.modules}} & {HEAVY!r})))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["plugins", "--json"]])
+def test_help_and_plugin_listing_import_no_numpy_or_torch_with_the_three_plugins(args, monkeypatch):
     import subprocess
 
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    monkeypatch.setenv("DETSDK_LOAD_PLUGINS", "cityscapes,voc,widerface")
+    monkeypatch.setenv("DETSDK_STRICT_PLUGINS", "1")
+    result = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    *output, last = result.stdout.strip().splitlines()
+    assert last == "heavy="
+    if args == ["--help"]:
+        assert any(line.split()[:1] == ["cityscapes"] for line in output)  # a plugin's command is listed
+    else:
+        assert {"cityscapes", "voc", "widerface"} <= set("\n".join(output).replace('"', " ").split())
 
 
 def test_sdk_list_shows_parameters_and_defaults(run_sdk):

@@ -112,8 +112,8 @@ class Registry:
         self.add_plugin(BUILTIN_PLUGIN, __version__, lambda: builtin_plugin, distribution="det-sdk")
         if load_entry_points:
             for entry_point in _selected_entry_points():
-                version = entry_point.dist.version if entry_point.dist else "?"
-                distribution = entry_point.dist.name if entry_point.dist else ""
+                metadata = entry_point.dist.metadata if entry_point.dist else {}  # parsed once: it is not cached
+                version, distribution = metadata.get("Version", "?"), metadata.get("Name", "")
                 self.add_plugin(entry_point.name, version, entry_point.load, distribution=distribution)
 
     # -- loading ----------------------------------------------------------
