@@ -34,6 +34,7 @@ from detsdk.engine.checkpoint import (
     save_checkpoint,
 )
 from detsdk.engine.device import resolve_device
+from detsdk.threads import apply_thread_policy
 from detsdk.engine.evaluation import run_evaluation
 from detsdk.engine.interop import to_detsdk
 from detsdk.engine.plots import draw_detections, plot_curves, save_grid
@@ -63,6 +64,7 @@ class Engine:
         self.work_dir = Path(work_dir or runtime["work_dir"] or Path("runs") / recipe.stem)
         # Under torchrun this joins the process group; each rank then has its own GPU (or gloo on the CPU).
         self.device = distributed.setup(resolve_device(device or runtime["device"]), float(runtime["dist_timeout"]))
+        self.threads = apply_thread_policy(int(self.config["data"]["num_workers"]))  # before any loader forks
         self.registry = get_registry()
         self.log = RunLog(self.work_dir, enabled=distributed.is_main_process())
         self.model: torch.nn.Module | None = None
