@@ -47,6 +47,8 @@ def run_sdk(tmp_path):
 
     def run(*args, env=None, cwd=None):
         environment = {**os.environ, **(env or {})}
+        if env and "PYTHONPATH" in env and os.environ.get("PYTHONPATH"):  # keep this checkout's sources importable
+            environment["PYTHONPATH"] = os.pathsep.join((env["PYTHONPATH"], os.environ["PYTHONPATH"]))
         completed = subprocess.run(
             [sys.executable, "-m", "detsdk", *map(str, args)],
             capture_output=True, text=True, env=environment, cwd=cwd or tmp_path, timeout=600,

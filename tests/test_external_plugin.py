@@ -27,7 +27,7 @@ def test_installed_plugin_components_train_and_evaluate_through_sdk_run(tmp_path
     code, out, err = run_sdk("plugins", "--json", env=env)
     assert code == 0, err
     toy = next(p for p in json.loads(out) if p["name"] == "toy")
-    assert toy["version"] == "0.1.0" and not toy["errors"]
+    assert toy["version"] == "0.1.0" and toy["distribution"] == "det-plugin-toy" and not toy["errors"]
     assert set(toy["components"]) == {
         "backbone:toy_convnet", "dataset:toy_blocks", "transform:toy_noise", "scheduler:toy_linear", "hook:toy_loss_csv"
     }

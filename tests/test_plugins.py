@@ -12,13 +12,14 @@ from detsdk.errors import PluginError
 from detsdk.plugins import Registry, get_registry
 
 
-def fake_distribution(site, name, version, module_source):
-    """A minimal installed distribution (dist-info + module) exposing a ``detsdk`` entry point."""
+def fake_distribution(site, name, version, module_source, distribution=None):
+    """A minimal installed distribution (dist-info + module) exposing a ``detsdk`` entry point ``name``."""
+    distribution = distribution or name
     site.mkdir(parents=True, exist_ok=True)
     (site / f"{name}.py").write_text(textwrap.dedent(module_source))
-    info = site / f"{name}-{version}.dist-info"
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[detsdk]\n{name} = {name}\n")
     return site
 
@@ -44,7 +45,7 @@ CLASHING = """
 @pytest.fixture
 def plugin_site(tmp_path, monkeypatch):
     site = tmp_path / "site"
-    fake_distribution(site, "clashing", "1.2", CLASHING)
+    fake_distribution(site, "clashing", "1.2", CLASHING, distribution="det-plugin-clashing")
     fake_distribution(site, "broken", "0.1", "import nonexistent_module_xyz\n")
     fake_distribution(site, "typo", "0.3", "from detsdk import hookimpl\n\n@hookimpl\ndef detsdk_register_backbone(register):\n    pass\n")
     monkeypatch.syspath_prepend(str(site))
@@ -86,8 +87,14 @@ def test_a_clash_is_reported_only_when_the_short_name_is_used(plugin_site):
     registry = Registry()
     assert registry.get("backbone", "tiny").plugin == "clashing"
     assert registry.get("backbone", "clashing/resnet").description == "a second resnet"
-    with pytest.raises(PluginError, match=r"detsdk/resnet \(detsdk 0.1.0\), clashing/resnet \(clashing 1.2\)"):
+    with pytest.raises(PluginError, match=r"detsdk/resnet \(det-sdk 0.1.0\), clashing/resnet \(det-plugin-clashing 1.2\)"):
         registry.get("backbone", "resnet")
+
+
+def test_plugins_know_the_distribution_pip_installed_them_from(plugin_site):
+    registry = Registry()
+    assert registry.installed_as("clashing") == "det-plugin-clashing 1.2"
+    assert registry.installed_as("detsdk").startswith("det-sdk ")
 
 
 def test_load_plugins_env_selects_plugins(plugin_site, monkeypatch):
@@ -122,26 +129,35 @@ def test_a_recipe_naming_a_clashing_component_exits_2_naming_both(plugin_site, r
     recipe.write_text('[model]\ntype = "faster_rcnn"\nbackbone = { type = "resnet" }\n')
     code, out, err = run_sdk("recipe", "show", recipe, env={"PYTHONPATH": str(plugin_site), "DETSDK_LOAD_PLUGINS": "clashing"})
     assert code == 2 and "Traceback" not in err
-    assert "detsdk/resnet" in err and "clashing/resnet" in err
+    assert "detsdk/resnet (det-sdk " in err and "clashing/resnet (det-plugin-clashing 1.2)" in err
 
 
-def test_listing_plugins_and_help_import_no_torch(run_sdk):
-    probe = (
-        "import sys, detsdk, detsdk.cli\n"
-        "from detsdk.plugins import get_registry\n"
-        "get_registry()\n"
-        "for args in (['--help'], ['plugins'], ['plugins', '--json']):\n"
-        "    try:\n"
-        "        detsdk.cli.main(args)\n"
-        "    except SystemExit:\n"
-        "        pass\n"
-        "print('torch' in sys.modules)\n"
-    )
+HEAVY = {"numpy", "torch", "torchvision", "cv2", "scipy", "PIL", "pycocotools", "matplotlib"}
+STARTUP_PROBE = f"""
+import sys
+from detsdk.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("heavy=" + ",".join(sorted({{m.partition(".")[0] for m in sys.modules}} & {HEAVY!r})))
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["plugins", "--json"]])
+def test_help_and_plugin_listing_import_no_numpy_or_torch_with_the_three_plugins(args, monkeypatch):
     import subprocess
 
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    monkeypatch.setenv("DETSDK_LOAD_PLUGINS", "cityscapes,voc,widerface")
+    monkeypatch.setenv("DETSDK_STRICT_PLUGINS", "1")
+    result = subprocess.run([sys.executable, "-c", STARTUP_PROBE, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    *output, last = result.stdout.strip().splitlines()
+    assert last == "heavy="
+    if args == ["--help"]:
+        assert any(line.split()[:1] == ["cityscapes"] for line in output)  # a plugin's command is listed
+    else:
+        assert {"cityscapes", "voc", "widerface"} <= set("\n".join(output).replace('"', " ").split())
 
 
 def test_sdk_list_shows_parameters_and_defaults(run_sdk):

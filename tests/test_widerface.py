@@ -121,6 +121,16 @@ def test_ap_at_iou_half_as_mmdetection_reports_it_hand_computed():
     assert metric.compute()["mAP"] == pytest.approx(5 / 6)
 
 
+def test_ap_11_points_as_mmdetection_3_reports_it_hand_computed():
+    from det_plugin_widerface.metric import WiderFaceMetric
+
+    # Recall .25 .25 .5 .75, precision 1 .5 .67 .75: the best precision at recall >= 0, .1, ... 1
+    # is 1 three times, .75 five times, 0 three times.
+    metric = WiderFaceMetric(ap_mode="11points")
+    metric.process(*samples_and_detections())
+    assert metric.compute()["mAP"] == pytest.approx((3 * 1.0 + 5 * 0.75) / 11)
+
+
 def test_easy_medium_hard_follow_the_official_evaluation_hand_computed(tmp_path):
     from det_plugin_widerface.metric import WiderFaceMetric
 
@@ -173,3 +183,28 @@ def test_the_retinanet_recipe_validates_with_the_widerface_data():
     config = with_defaults(recipe.data)
     assert config["model"]["type"] == "retinanet" and config["data"]["train"]["type"] == "widerface"
     assert config["eval"]["metric"]["type"] == "widerface"
+
+
+def test_the_retinanet_recipe_resolves_to_mmdetection_3_3s_widerface_config():
+    """configs/wider_face/retinanet_r50_fpn_1x_widerface.py with its bases, key by key."""
+    from detsdk.plugins import get_registry
+    from detsdk.recipe import load_recipe, with_defaults
+
+    core = load_recipe(get_registry().recipe_path("detsdk:retinanet_r50_fpn_1x_coco.toml")).data
+    config = with_defaults(load_recipe(get_registry().recipe_path("widerface:retinanet_r50_fpn_widerface.toml")).data)
+    assert config["model"] == core["model"]  # RetinaNet R50-FPN, anchors from 32 px on P3, 100 detections
+    assert config["train"]["epochs"] == 12
+    assert config["train"]["optimizer"] == {"type": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4}
+    scheduler = config["train"]["scheduler"]
+    assert (scheduler["milestones"], scheduler["gamma"], scheduler["warmup_iters"], scheduler["warmup_ratio"]) == (
+        [8, 11], 0.1, 500, 0.001)
+    assert config["data"]["batch_size"] == 2  # x 8 GPUs: the 16 images lr 0.01 is for
+    train, val = config["data"]["train"], config["data"]["val"]
+    assert (train["min_size"], train["filter_empty"]) == (17, True)  # bbox_min_size = 17, filter_empty_gt
+    assert [(t["type"], t.get("scale"), t.get("p")) for t in train["pipeline"]] == [
+        ("resize", [640, 640], None), ("random_flip", None, 0.5), ("normalize", None, None), ("pad", None, None)]
+    assert [(t["type"], t.get("scale")) for t in val["pipeline"]] == [
+        ("resize", [640, 640]), ("normalize", None), ("pad", None)]
+    assert all(t.get("keep_ratio", True) for t in train["pipeline"] + val["pipeline"])
+    assert config["data"]["test"] == val
+    assert config["eval"]["metric"] == {"type": "widerface", "iou_thr": 0.5, "ap_mode": "11points", "gt_dir": ""}

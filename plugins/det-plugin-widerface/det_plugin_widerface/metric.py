@@ -3,8 +3,9 @@
 Two evaluations of the same detections:
 
 - ``mAP`` (also ``AP50``): what MMDetection reports for WIDER FACE, the VOC
-  area AP at IoU 0.5 over the evaluated images, invalid faces as ignore
-  regions (``detsdk.evaluation.ap``);
+  AP at IoU 0.5 over the evaluated images, invalid faces as ignore regions
+  (``detsdk.evaluation.ap``): ``ap_mode = "area"`` as MMDetection 2.x,
+  ``"11points"`` as MMDetection 3.x's ``VOCMetric(eval_mode='11points')``;
 - ``AP_easy``, ``AP_medium``, ``AP_hard`` when ``gt_dir`` holds the
   official ground truth (``wider_face_val.mat``, ``wider_easy_val.mat``,
   ``wider_medium_val.mat``, ``wider_hard_val.mat``): the algorithm of the
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -40,13 +41,16 @@ class WiderFaceMetric:
         iou_thr: the IoU a detection must reach (0.5, as MMDetection and the official evaluation use).
         gt_dir: a folder with the official ``.mat`` ground truth (``eval_tools/ground_truth``);
             "" skips the easy/medium/hard evaluation.
+        ap_mode: how ``mAP`` integrates the precision-recall curve: ``"area"`` (MMDetection 2.x)
+            or ``"11points"`` (MMDetection 3.x's WIDER FACE configs). The official settings use area.
     """
 
-    def __init__(self, iou_thr: float = 0.5, gt_dir: str = ""):
+    def __init__(self, iou_thr: float = 0.5, gt_dir: str = "", ap_mode: Literal["area", "11points"] = "area"):
         if isinstance(iou_thr, bool) or not isinstance(iou_thr, (int, float)) or not 0 < iou_thr <= 1:
             raise RecipeError(f"metric 'widerface': iou_thr = {iou_thr!r}: expected a number in (0, 1]")
         self.iou_thr = float(iou_thr)
         self.gt_dir = str(gt_dir)
+        self.ap_mode = ap_mode
         if self.gt_dir:
             _check_gt_dir(Path(self.gt_dir))
         self.classes: list[str] | None = None
@@ -80,8 +84,8 @@ class WiderFaceMetric:
         """``mAP``, ``AP<iou_thr in percent>`` (the same value), ``recall``, and the official settings' AP."""
         images = list(self._images.values())
         num_classes = len(self.classes) if self.classes else 1
-        results = evaluate_detections(images, num_classes, self.iou_thr, modes=("area",))
-        ap = mean_over_classes([r.ap["area"] for r in results])
+        results = evaluate_detections(images, num_classes, self.iou_thr, modes=(self.ap_mode,))
+        ap = mean_over_classes([r.ap[self.ap_mode] for r in results])
         metrics = {"mAP": ap, f"AP{round(self.iou_thr * 100)}": ap, "recall": mean_over_classes([r.recall for r in results])}
         if self.gt_dir:
             metrics.update(official_ap(self._detections, Path(self.gt_dir), self.iou_thr))

@@ -68,6 +68,7 @@ def _plugin_dict(info) -> dict:
     return {
         "name": info.name,
         "version": info.version,
+        "distribution": info.distribution,
         "hooks": info.hooks,
         "components": info.components,
         "errors": [info.error] if info.error else [],
@@ -151,13 +152,19 @@ def recipe_group():
 @recipe_group.command("show")
 @click.argument("recipe")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key.")
+@click.option("--explain", is_flag=True, help="For each key: the file it comes from and the settings it shadows.")
 @debug_option
-def recipe_show(recipe, overrides):
+def recipe_show(recipe, overrides, explain):
     """Print RECIPE fully resolved: bases merged, overrides and defaults applied."""
     from detsdk.recipe import dump_recipe, load_recipe, validate_recipe, with_defaults
 
     loaded = load_recipe(recipe, overrides)
     validate_recipe(loaded)
+    if explain:
+        from detsdk.recipe.explain import explain_recipe
+
+        click.echo("\n".join(explain_recipe(loaded, with_defaults(loaded.data))))
+        return
     click.echo(dump_recipe(with_defaults(loaded.data)), nl=False)
 
 

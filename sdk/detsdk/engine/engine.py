@@ -33,6 +33,7 @@ from detsdk.engine.checkpoint import (
 )
 from detsdk.engine.checkpoint_hook import CheckpointHook
 from detsdk.engine.device import resolve_device
+from detsdk.threads import apply_thread_policy
 from detsdk.engine.evaluation import run_evaluation
 from detsdk.engine.evaluation_hook import EvaluationHook
 from detsdk.engine.hooks import Hooks
@@ -71,6 +72,7 @@ class Engine:
         self.work_dir = Path(work_dir or runtime.work_dir or Path("runs") / recipe.stem)
         # Under torchrun this joins the process group; each rank then has its own GPU (or gloo on the CPU).
         self.device = distributed.setup(resolve_device(device or runtime.device), runtime.dist_timeout)
+        self.threads = apply_thread_policy(self.settings.data.num_workers)  # before any loader forks
         self.registry = get_registry()
         self.log = RunLog(self.work_dir, enabled=distributed.is_main_process())
         self.model: torch.nn.Module | None = None

@@ -81,6 +81,7 @@ class PluginInfo:
 
     name: str
     version: str
+    distribution: str = ""  # what pip installs and uninstalls, e.g. det-plugin-cityscapes
     hooks: list[str] = attrs.Factory(list)
     components: list[str] = attrs.Factory(list)
     error: str | None = None
@@ -109,19 +110,23 @@ class Registry:
         from detsdk import __version__
         from detsdk.builtin import plugin as builtin_plugin
 
-        self.add_plugin(BUILTIN_PLUGIN, __version__, lambda: builtin_plugin)
+        self.add_plugin(BUILTIN_PLUGIN, __version__, lambda: builtin_plugin, distribution="det-sdk")
         if load_entry_points:
             for entry_point in _selected_entry_points():
-                version = entry_point.dist.version if entry_point.dist else "?"
-                self.add_plugin(entry_point.name, version, entry_point.load)
+                metadata = entry_point.dist.metadata if entry_point.dist else {}  # parsed once: it is not cached
+                version, distribution = metadata.get("Version", "?"), metadata.get("Name", "")
+                self.add_plugin(entry_point.name, version, entry_point.load, distribution=distribution)
 
     # -- loading ----------------------------------------------------------
-    def add_plugin(self, name: str, version: str, load: Callable[[], object]) -> PluginInfo:
+    def add_plugin(
+        self, name: str, version: str, load: Callable[[], object], distribution: str = ""
+    ) -> PluginInfo:
         """Register the plugin that ``load()`` returns (a module or object with hook functions).
 
-        Entry points come through here; apps and tests may add a plugin object directly.
+        Entry points come through here, with the ``distribution`` that installed them;
+        apps and tests may add a plugin object directly.
         """
-        info = PluginInfo(name=name, version=version)
+        info = PluginInfo(name=name, version=version, distribution=distribution)
         self.plugins[name] = info
         try:
             module = load()
@@ -191,12 +196,17 @@ class Registry:
                 hint = f"; known: {', '.join(sorted(by_name)) or 'none'}"
             raise PluginError(f"{location}unknown {kind} '{name}'{hint}")
         if len(providers) > 1:
-            listed = ", ".join(f"{c.qualified_name} ({c.plugin} {c.version})" for c in providers)
+            listed = ", ".join(f"{c.qualified_name} ({self.installed_as(c.plugin)})" for c in providers)
             raise PluginError(
                 f"{location}{kind} '{name}' is provided by several plugins: {listed}; "
-                "use a qualified name"
+                "use a qualified name, or pip uninstall the distribution you do not want"
             )
         return providers[0]
+
+    def installed_as(self, plugin: str) -> str:
+        """The distribution and version that provide ``plugin``, as pip names them (``det-plugin-voc 0.1.0``)."""
+        info = self.plugins[plugin]
+        return f"{info.distribution or info.name} {info.version}"
 
     def call_hook(self, hook_name: str, **kwargs) -> list:
         """Call an event or command hook on every loaded plugin."""

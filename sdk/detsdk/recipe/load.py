@@ -1,7 +1,8 @@
 """Load a recipe: TOML, ``base`` inheritance, ``replace = true`` and ``--set`` overrides.
 
 Every key remembers the file (or ``--set``) that gave it its value, so that
-errors can name where a wrong value came from.
+errors can name where a wrong value came from, and every replaced value is
+kept as a ``Shadow`` (``sdk recipe show --explain`` prints both).
 """
 
 from __future__ import annotations
@@ -17,13 +18,31 @@ import attrs
 from detsdk.errors import RecipeError
 
 
+@attrs.frozen
+class Shadow:
+    """A value set in ``shadowed_origin`` that a later setting in ``origin`` replaced.
+
+    ``intended`` is true when the replacing setting is a recipe's own key over its
+    bases (``replace = true`` included) or a ``--set``; false when a later base
+    replaced what an earlier base of the same list set (an easy mistake to miss;
+    MMEngine refuses a top-level key that two bases share).
+    """
+
+    key_path: str
+    origin: str
+    shadowed_origin: str
+    shadowed_value: Any
+    intended: bool
+
+
 @attrs.define
 class Recipe:
-    """A resolved recipe: plain data plus where each key path came from."""
+    """A resolved recipe: plain data, where each key path came from, and which settings were shadowed."""
 
     data: dict[str, Any]
     path: Path | None = None
     sources: dict[str, str] = attrs.Factory(dict)
+    shadows: list[Shadow] = attrs.Factory(list)
 
     def source_of(self, key_path: str) -> str:
         """The file (or ``--set``) that set ``key_path`` or its nearest parent."""
@@ -52,21 +71,24 @@ def load_recipe(source: str | Path | Mapping, overrides: Iterable[str] | Mapping
     1
     """
     sources: dict[str, str] = {}
+    shadows: list[Shadow] = []
     if isinstance(source, Mapping):
-        data = _resolve(dict(copy.deepcopy(source)), None, sources, ())
+        data = _resolve(dict(copy.deepcopy(source)), None, sources, (), shadows)
         path = None
     else:
         path = _locate_base(str(source), None) if _is_plugin_reference(str(source)) else Path(source)
-        data = _resolve(_read_toml(path), path, sources, (path.resolve(),))
+        data = _resolve(_read_toml(path), path, sources, (path.resolve(),), shadows)
     if isinstance(overrides, Mapping):
         pairs = [(_checked_key_path(str(k), f"overrides[{k!r}]"), copy.deepcopy(v), f"overrides[{k!r}]")
                  for k, v in overrides.items()]
     else:
         pairs = [(*parse_override(override), f"--set {override}") for override in overrides]
     for key_path, value, origin in pairs:
-        _set_key(data, key_path, value)
+        previous = _set_key(data, key_path, value)
+        if previous is not _UNSET and previous != value:
+            shadows.append(Shadow(key_path, origin, sources.get(key_path, "?"), previous, True))
         sources[key_path] = origin
-    return Recipe(data=data, path=path, sources=sources)
+    return Recipe(data=data, path=path, sources=sources, shadows=shadows)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -110,7 +132,7 @@ def _read_toml(path: Path) -> dict:
         raise RecipeError(f"{path}: not a text file; expected a recipe .toml file") from None
 
 
-def _resolve(data: dict, path: Path | None, sources: dict, chain: tuple[Path, ...]) -> dict:
+def _resolve(data: dict, path: Path | None, sources: dict, chain: tuple[Path, ...], shadows: list) -> dict:
     """Merge a recipe's bases (left to right), then the recipe itself over them."""
     bases = data.pop("base", [])
     if isinstance(bases, str):
@@ -126,9 +148,9 @@ def _resolve(data: dict, path: Path | None, sources: dict, chain: tuple[Path, ..
             raise RecipeError(f"circular inheritance: {cycle}")
         if not base_path.exists():
             raise RecipeError(f"{path or '<recipe>'}: base recipe not found: {base} (looked at {base_path})")
-        base_data = _resolve(_read_toml(base_path), base_path, base_sources, (*chain, base_path.resolve()))
-        merged = _merge(merged, base_data, str(base_path), sources, (), base_sources)
-    return _merge(merged, data, str(path) if path else "<recipe>", sources, ())
+        base_data = _resolve(_read_toml(base_path), base_path, base_sources, (*chain, base_path.resolve()), shadows)
+        merged = _merge(merged, base_data, str(base_path), sources, (), base_sources, _Shadowing(shadows, False))
+    return _merge(merged, data, str(path) if path else "<recipe>", sources, (), {}, _Shadowing(shadows, True))
 
 
 def _is_plugin_reference(reference: str) -> bool:
@@ -144,33 +166,59 @@ def _locate_base(base: str, path: Path | None) -> Path:
     return folder / base
 
 
+@attrs.frozen
+class _Shadowing:
+    """Where ``_merge`` records replaced values, and whether this merge's replacements are intended."""
+
+    shadows: list
+    intended: bool
+
+    def record(self, key_path: str, origin: str, sources: Mapping[str, str], old: Any, new: Any) -> None:
+        if key_path in sources and old != new:
+            self.shadows.append(Shadow(key_path, origin, sources[key_path], old, self.intended))
+
+
 def _merge(
-    into: dict, update: dict, origin: str, sources: dict, prefix: tuple, update_sources: Mapping[str, str] = {}
-) -> dict:  # noqa: B006 - never mutated
+    into: dict,
+    update: dict,
+    origin: str,
+    sources: dict,
+    prefix: tuple,
+    update_sources: Mapping[str, str],
+    shadowing: _Shadowing,
+) -> dict:
     """Tables merge recursively; scalars and arrays replace; ``replace = true`` drops the inherited table.
 
-    Keys of ``update`` are recorded as set by ``origin``, or by ``update_sources[key]`` when that names it.
+    Keys of ``update`` are recorded as set by ``origin``, or by ``update_sources[key]`` when that names it;
+    a value they replace is recorded in ``shadowing``.
     """
     result = dict(into)
     for key, value in update.items():
         key_path = ".".join((*prefix, key))
+        key_origin = update_sources.get(key_path, origin)
         if isinstance(value, dict):
             value = dict(value)
             replace = value.pop("replace", False) is True
             inherited = result.get(key)
             if replace or not isinstance(inherited, dict):
+                shadowing.record(key_path, key_origin, sources, inherited, value)
                 for stale in [k for k in sources if k.startswith(key_path + ".")]:
                     del sources[stale]
-                result[key] = _merge({}, value, origin, sources, (*prefix, key), update_sources)
+                result[key] = _merge({}, value, origin, sources, (*prefix, key), update_sources, shadowing)
             else:
-                result[key] = _merge(inherited, value, origin, sources, (*prefix, key), update_sources)
+                result[key] = _merge(inherited, value, origin, sources, (*prefix, key), update_sources, shadowing)
         else:
+            shadowing.record(key_path, key_origin, sources, result.get(key), value)
             result[key] = copy.deepcopy(value)
-        sources[key_path] = update_sources.get(key_path, origin)
+        sources[key_path] = key_origin
     return result
 
 
-def _set_key(data: dict, key_path: str, value: Any) -> None:
+_UNSET = object()
+
+
+def _set_key(data: dict, key_path: str, value: Any) -> Any:
+    """Set ``a.b.c`` in ``data``; returns the value it replaced (``_UNSET`` when there was none)."""
     node = data
     parts = key_path.split(".")
     for i, part in enumerate(parts[:-1]):
@@ -179,4 +227,6 @@ def _set_key(data: dict, key_path: str, value: Any) -> None:
             where = ".".join(parts[: i + 1])
             raise RecipeError(f"--set {key_path}: '{where}' is a value, not a table")
         node = child
+    previous = node.get(parts[-1], _UNSET)
     node[parts[-1]] = value
+    return previous
