@@ -11,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+if not SHARED_DATA.is_dir():  # a git worktree under /work/wt: the shared data stays at /work/shared
+    SHARED_DATA = Path("/work/shared/data")
 
 
 def pytest_configure(config):

@@ -7,7 +7,6 @@ between iterations; plugins observe through the ``detsdk_*`` event hooks.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -38,6 +37,7 @@ from detsdk.engine.evaluation import run_evaluation
 from detsdk.engine.interop import to_detsdk
 from detsdk.engine.plots import draw_detections, plot_curves, save_grid
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
+from detsdk.engine.results_file import read_results, results_iou_types
 from detsdk.engine.run_log import RunLog, write_metrics
 from detsdk.engine.train_setup import build_train_step, enable_deterministic, scale_learning_rate, world_size
 from detsdk.engine.train_step import TrainStep, iteration_batches
@@ -377,8 +377,11 @@ class Engine:
         if split is None:
             raise RecipeError(f"{self.recipe.source_of('data')}: no data.test or data.val table to evaluate on")
         dataset = build.build_dataset(self.config["data"][split], f"data.{split}")
-        results = _read_results(Path(results_file))
+        results = read_results(Path(results_file))
         metric = self._build_metric(dataset)
+        if hasattr(metric, "iou_types"):  # evaluate what the file holds: boxes, and masks when it has them
+            metric.iou_types = results_iou_types(results, Path(results_file))
+            print(f"{results_file}: {len(results)} results; evaluating {' and '.join(metric.iou_types)}")
         metric.add_coco_results(results)
         return self._record_metrics(split, metric.compute())
 
@@ -445,22 +448,3 @@ class _StepLog:
         self.window.clear()
         self.started = time.perf_counter()
 
-
-def _read_results(path: Path) -> list[dict]:
-    """A COCO results JSON: a list of detections, each with image_id, category_id, score and bbox or segmentation."""
-    if not path.is_file():
-        raise DataError(f"results file not found: {path}")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON: {exc}") from None
-    if not isinstance(results, list):
-        raise DataError(f"{path}: expected a JSON list of COCO detections, got {type(results).__name__}")
-    for index, entry in enumerate(results):
-        if not isinstance(entry, dict) or not {"image_id", "category_id", "score"} <= entry.keys() or not (
-            "bbox" in entry or "segmentation" in entry
-        ):
-            raise DataError(
-                f"{path}: item {index}: expected image_id, category_id, score and bbox or segmentation"
-            )
-    return results
