@@ -93,6 +93,26 @@ def run_cocoeval(
     return evaluation
 
 
+def results_for(iou_type: str, results: list[dict]) -> list[dict]:
+    """Results in the shape ``loadRes`` needs for one iou type.
+
+    For ``segm`` the ``bbox`` key is dropped (as MMDetection does): with it,
+    ``loadRes`` would take the box area, not the mask area, for the
+    small/medium/large split. For ``bbox`` results pass as-is; results with
+    only a ``segmentation`` get their boxes from the mask, as in pycocotools.
+    """
+    if iou_type == "segm":
+        if any("segmentation" not in r for r in results):
+            raise DataError(
+                "metric 'coco': iou_types includes 'segm' but some results have no 'segmentation' (masks)"
+            )
+        return [{k: v for k, v in r.items() if k != "bbox"} for r in results]
+    with_box = sum("bbox" in r for r in results)
+    if with_box not in (0, len(results)) or (with_box == 0 and any("segmentation" not in r for r in results)):
+        raise DataError("metric 'coco': bbox evaluation needs a 'bbox' in every result (or a segmentation in all)")
+    return results
+
+
 def summarize(evaluation: Any) -> str:
     """Run ``summarize()`` (fills ``.stats``) and return the table it prints."""
     summary = io.StringIO()

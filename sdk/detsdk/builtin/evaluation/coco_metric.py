@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from detsdk.analysis.pr_curves import pr_curves
 from detsdk.errors import DataError, RecipeError, suggest
-from detsdk.evaluation.coco_backend import BACKENDS, Backend, coco_from_dict, run_cocoeval, summarize
+from detsdk.evaluation.coco_backend import BACKENDS, Backend, coco_from_dict, results_for, run_cocoeval, summarize
 
 IOU_TYPES = ("bbox", "segm")
 # COCOeval.stats[0:6], in order, under MMDetection's key suffixes.
@@ -267,7 +268,8 @@ class CocoMetric:
                 "'coco_gt' and 'cat_ids' (bind_dataset) before add_coco_results"
             )
         image_index = {image_id: n for n, image_id in enumerate(self._images, start=1)}
-        images = [{"id": image_index[i], "height": h, "width": w} for i, (h, w) in self._images.items()]
+        images = [{"id": image_index[i], "height": h, "width": w, "source_image_id": i}
+                  for i, (h, w) in self._images.items()]
         if self._classes is not None:
             labels = range(len(self._classes))
         else:
@@ -313,37 +315,10 @@ class CocoMetric:
         return category_of
 
 
-# -- COCOeval glue ---------------------------------------------------------
-def results_for(iou_type: str, results: list[dict]) -> list[dict]:
-    """Results in the shape ``loadRes`` needs for one iou type (also used by ``detsdk.analysis``).
-
-    For ``segm`` the ``bbox`` key is dropped (as MMDetection does): with it,
-    ``loadRes`` would take the box area, not the mask area, for the
-    small/medium/large split. For ``bbox`` results pass as-is; results with
-    only a ``segmentation`` get their boxes from the mask, as in pycocotools.
-    """
-    if iou_type == "segm":
-        if any("segmentation" not in r for r in results):
-            raise DataError(
-                "metric 'coco': iou_types includes 'segm' but some results have no 'segmentation' (masks)"
-            )
-        return [_without(r, ("bbox",)) for r in results]
-    with_box = sum("bbox" in r for r in results)
-    if with_box not in (0, len(results)) or (with_box == 0 and any("segmentation" not in r for r in results)):
-        raise DataError("metric 'coco': bbox evaluation needs a 'bbox' in every result (or a segmentation in all)")
-    return results
-
-
 def _classwise_ap(evaluation: Any, iou_type: str, classes: list[tuple[Any, str]]) -> dict[str, float]:
     """AP per class at IoU 0.50:0.95, all areas, 100 detections; -1.0 for a class without ground truth."""
-    precision = evaluation.eval["precision"]  # [IoU, recall, class, area, max dets]
-    cat_index = {cat_id: k for k, cat_id in enumerate(evaluation.params.catIds)}
-    out = {}
-    for cat_id, name in classes:
-        values = precision[:, :, cat_index[cat_id], 0, -1] if cat_id in cat_index else np.empty(0)
-        values = values[values > -1]
-        out[f"{iou_type}_mAP_{name}"] = float(np.mean(values)) if values.size else -1.0
-    return out
+    curves = pr_curves(evaluation, classes)
+    return {f"{iou_type}_mAP_{name}": float(ap) for name, ap in zip(curves.classes, curves.ap)}
 
 
 # -- conversions ------------------------------------------------------------
