@@ -31,9 +31,9 @@ class StandIn:
         self.classes = [c["name"] for c in gt["categories"]]
 
 
-def evaluated(gt, results, backend="faster_coco_eval"):
+def evaluated(gt, results, backend="faster_coco_eval", images=""):
     metric = CocoMetric(backend=backend)
-    metric.bind_dataset(StandIn(gt))
+    metric.bind_dataset(StandIn(gt, images))
     metric.add_coco_results(results)
     metric.compute()
     return metric
@@ -116,9 +116,9 @@ def test_report_writes_every_plot_and_draws_the_worst_images(tmp_path):
         cv2.imwrite(str(tmp_path / f"{image_id}.png"), np.full((200, 200, 3), 90, np.uint8))
     results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "score": 0.9},
                {"image_id": 2, "category_id": 1, "bbox": [30, 30, 60, 40], "score": 0.8}]
-    metric = evaluated(gt, results)
+    metric = evaluated(gt, results, images=str(tmp_path))
 
-    report = analyze_evaluation(metric, StandIn(gt, images=str(tmp_path)), tmp_path / "out")
+    report = analyze_evaluation(metric, tmp_path / "out")
 
     names = {p.name for p in report.files}
     assert {"confusion_matrix.png", "confusion_matrix.json", "bbox_pr_curves.png", "bbox_class_ap.png",
@@ -131,5 +131,5 @@ def test_report_writes_every_plot_and_draws_the_worst_images(tmp_path):
 
 
 def test_report_on_a_metric_without_coco_evaluation_says_so(tmp_path):
-    report = analyze_evaluation(object(), None, tmp_path)
+    report = analyze_evaluation(object(), tmp_path)
     assert report.files == [] and "keeps no COCO evaluation" in report.notes[0]

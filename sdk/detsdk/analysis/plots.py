@@ -26,9 +26,10 @@ def _pyplot():
     return plt
 
 
-def _save(figure, path: Path) -> Path:
+def _save(figure, path: Path, tight: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
+    if tight:  # measuring every label is what makes big figures slow; those set their margins instead
+        figure.tight_layout()
     figure.savefig(path, dpi=80)
     _pyplot().close(figure)
     return path
@@ -38,13 +39,16 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, path: Path) -> Path:
     """The row-normalised matrix as percentages, background last (MMDetection's picture)."""
     plt = _pyplot()
     labels = [*matrix.classes, "background"]
-    side = min(max(4.0, 0.45 * len(labels) + 2), 30.0)
-    figure, axes = plt.subplots(figsize=(side, side * 0.85))
+    side = min(max(5.0, 0.25 * len(labels) + 2), 24.0)
+    figure, axes = plt.subplots(figsize=(side, side * 0.9))
+    margin = min(0.25, 1.3 / side)
+    figure.subplots_adjust(left=margin, right=0.97, top=1 - margin, bottom=0.03)
     normalised = matrix.normalised() * 100
     image = axes.imshow(normalised, cmap="plasma", vmin=0, vmax=100)
     figure.colorbar(image, ax=axes, fraction=0.046)
-    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="left", rotation_mode="anchor", fontsize=8)
-    axes.set_yticks(range(len(labels)), labels, fontsize=8)
+    fontsize = 8 if len(labels) <= 30 else 6
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="left", rotation_mode="anchor", fontsize=fontsize)
+    axes.set_yticks(range(len(labels)), labels, fontsize=fontsize)
     axes.tick_params(top=True, bottom=False, labeltop=True, labelbottom=False)
     axes.set_xlabel("predicted")
     axes.set_ylabel("ground truth")
@@ -52,8 +56,8 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, path: Path) -> Path:
         for (row, column), value in np.ndenumerate(normalised):
             axes.text(column, row, f"{value:.0f}", ha="center", va="center", color="w", fontsize=7)
     axes.set_title(f"confusion matrix (%, rows sum to 100; IoU {matrix.iou_thr}, score {matrix.score_thr})",
-                   fontsize=9)
-    return _save(figure, path)
+                   fontsize=9, y=1 + 0.6 / side * 4)
+    return _save(figure, path, tight=False)
 
 
 def plot_pr_curves(curves: PRCurves, path: Path) -> Path:
@@ -94,7 +98,9 @@ def plot_class_ap(curves: PRCurves, path: Path) -> Path:
     axes.set_xlabel("AP")
     axes.set_title("AP per class")
     axes.legend(fontsize=8, loc="lower right")
-    return _save(figure, path)
+    if len(order) > 30:
+        figure.subplots_adjust(left=0.22, right=0.97, top=0.98, bottom=0.04)
+    return _save(figure, path, tight=len(order) <= 30)
 
 
 def plot_error_breakdown(breakdown: ErrorBreakdown, path: Path) -> Path:
@@ -127,7 +133,9 @@ def plot_error_breakdown(breakdown: ErrorBreakdown, path: Path) -> Path:
     right.set_xlim(0, 1)
     right.set_xlabel("AP (each band: what that error costs)")
     right.set_title("per class")
-    return _save(figure, path)
+    if len(present) > 30:
+        figure.subplots_adjust(left=0.05, right=0.98, wspace=0.3, top=0.97, bottom=0.05)
+    return _save(figure, path, tight=len(present) <= 30)
 
 
 OUTCOME_COLOURS = {"gt": (0, 200, 0), "tp": (0, 120, 255), "fp": (255, 0, 0), "fn": (255, 160, 0)}

@@ -1,7 +1,7 @@
 """All the analysis of one evaluated ``coco`` metric, written into a folder (``sdk analyze``, a run's ``plots/``).
 
     >>> metric.compute()                                        # doctest: +SKIP
-    >>> report = analyze_evaluation(metric, dataset, Path("analysis"))  # doctest: +SKIP
+    >>> report = analyze_evaluation(metric, Path("analysis"))   # doctest: +SKIP
     >>> report.files, report.notes                              # doctest: +SKIP
 
 Writes ``confusion_matrix.png/.json``, per iou type ``<type>_pr_curves.png``,
@@ -39,9 +39,9 @@ class AnalysisReport:
     notes: list[str]
 
 
-def analyze_evaluation(metric: Any, dataset: Any, out_dir: Path, iou_thr: float = 0.5, score_thr: float = 0.3,
+def analyze_evaluation(metric: Any, out_dir: Path, iou_thr: float = 0.5, score_thr: float = 0.3,
                        worst: int = 8, error_analysis: bool = True) -> AnalysisReport:
-    """Analyse what ``metric.compute()`` last evaluated; ``dataset`` supplies the images of the worst ones.
+    """Analyse what ``metric.compute()`` last evaluated; the metric's bound ``dataset`` supplies the worst images.
 
     ``metric`` is a ``coco`` metric after ``compute()`` (it keeps its ground
     truth, results and ``COCOeval`` objects); any other metric gives a note
@@ -77,7 +77,7 @@ def analyze_evaluation(metric: Any, dataset: Any, out_dir: Path, iou_thr: float 
 
     ranked = worst_images(matrix.image_errors, worst)
     by_id = {image.image_id: image for image in images}
-    reader = dataset_image_reader(dataset, ground_truth)
+    reader = dataset_image_reader(getattr(metric, "dataset", None), ground_truth)
     listed, missing = [], 0
     for rank, errors in enumerate(ranked, start=1):
         entry = attrs.asdict(errors)

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from detsdk import __version__
+from detsdk.analysis.report import analyze_evaluation
 from detsdk.data.device_normalize import defer_normalize
 from detsdk.data.loader import PipelineDataset, build_loader
 from detsdk.data.samplers import aspect_ratio_groups
@@ -72,6 +73,7 @@ class Engine:
         self.iteration = 0
         self.epoch = 0
         self.metrics: dict[str, float] = {}
+        self.last_metric = None  # the metric of the latest evaluation, computed
         self.best_score = -math.inf
         self.train_step: TrainStep | None = None  # set by fit(): precision, accumulation, clipping, EMA
         self._datasets: dict[tuple[str, bool], Any] = {}
@@ -176,6 +178,9 @@ class Engine:
         if not eval_split:
             self.save("best.pt")  # nothing to rank checkpoints by: the last one is the best we know
         self._plot(eval_split or "train")
+        if eval_split and distributed.is_main_process() and int(self.config["runtime"]["plot_samples"]) > 0:
+            for note in analyze_evaluation(self.last_metric, self.work_dir / "plots").notes:  # of the final evaluation
+                print(note)
         self.registry.call_hook("detsdk_on_train_end", engine=self)
         return self.metrics
 
@@ -348,6 +353,7 @@ class Engine:
         metric = build_component("metric", self.config["eval"]["metric"], where="eval.metric")
         if hasattr(metric, "bind_dataset"):
             metric.bind_dataset(dataset)
+        self.last_metric = metric  # what analyze_evaluation looks at after the evaluation
         return metric
 
     def _evaluate_split(self, split: str) -> dict[str, float]:

@@ -77,6 +77,7 @@ class CocoMetric:
         self.backend = backend
         self.summary = ""
         self._coco_gt: dict | None = None
+        self.dataset: Any = None
         self._cat_ids: list | None = None
         self._classes: list[str] | None = None
         self.reset()
@@ -97,6 +98,7 @@ class CocoMetric:
 
     def bind_dataset(self, dataset: Any) -> None:
         """Use a dataset's official ground truth (``coco_gt`` + ``cat_ids``) and class names, when it has them."""
+        self.dataset = dataset  # for detsdk.analysis: the images behind the image ids
         classes = getattr(dataset, "classes", None)
         self._classes = list(classes) if classes is not None else None
         coco_gt = getattr(dataset, "coco_gt", None)
