@@ -20,7 +20,7 @@ recipe_argument = click.argument("recipe", type=click.Path(dir_okay=False, path_
 
 def engine_options(function):
     """``--set``, ``--work-dir`` and ``--device``, shared by the commands that build an engine."""
-    function = click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")(function)
+    function = click.option("--device", default=None, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")(function)
     function = click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                             help="Where the run writes (default: runtime.work_dir, else runs/<recipe>).")(function)
     function = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -136,7 +136,7 @@ def eval_command(recipe, overrides, work_dir, device, checkpoint, results):
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the drawn images and results.json.")
 @click.option("--score-thr", default=0.3, show_default=True, help="Draw detections scoring at least this.")
-@click.option("--device", default=None, help="auto (default), cpu, cuda or cuda:N.")
+@click.option("--device", default=None, help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
 @debug_option
 def predict_command(checkpoint, images, out_dir, score_thr, device):
     """Detect objects in IMAGES (files or folders); draw them and write COCO-format results."""
