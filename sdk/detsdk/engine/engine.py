@@ -40,6 +40,7 @@ from detsdk.engine.plots import draw_detections, plot_curves, save_grid
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
 from detsdk.engine.results_file import read_results, results_iou_types
 from detsdk.engine.run_log import RunLog, write_metrics
+from detsdk.engine.slicing import evaluate_sliced, slice_settings
 from detsdk.engine.train_setup import build_train_step, enable_deterministic, scale_learning_rate, world_size
 from detsdk.engine.train_step import TrainStep, iteration_batches
 from detsdk.engine.tta import evaluate_with_tta, tta_settings
@@ -340,6 +341,11 @@ class Engine:
                 raise CheckpointError(
                     f"{checkpoint}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})"
                 ) from None
+        slicing = slice_settings(self.config["eval"]["slice"])
+        if slicing is not None:  # [eval] slice: here and in predict(), as TTA
+            raw = self.dataset(split, keep_annotations=True).dataset
+            metrics = evaluate_sliced(self.detector().detect, raw, self._build_metric(raw), slicing)
+            return self._record_metrics(split, metrics)
         tta = tta_settings(self.config["eval"]["tta"])
         if tta is not None:  # [eval] tta: here and in predict(), not in the evaluations during fit()
             eval_set = self.dataset(split, keep_annotations=True)
@@ -401,7 +407,7 @@ class Engine:
             for i, step in enumerate(inference_pipeline_spec(self.config))
         ]
         return Detector(self.inference_model, transforms, self.classes, self.device, self.cat_ids,
-                        tta=tta_settings(self.config["eval"]["tta"]))
+                        tta=tta_settings(self.config["eval"]["tta"]), slicing=slice_settings(self.config["eval"]["slice"]))
 
     def predict(self, images, score_thr: float = 0.0):
         """Detect on an image array or path, or a list of them (see ``Detector.predict``)."""

@@ -49,8 +49,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "sync_bn": False,
         "find_unused_parameters": False,
     },
-    # batch_size 0: data.batch_size; tta {}: off (see detsdk.engine.tta for its keys)
-    "eval": {"metric": {"type": "coco"}, "batch_size": 0, "tta": {}},
+    # batch_size 0: data.batch_size; tta {}: off (see detsdk.engine.tta for its keys); slice {}: off (engine.slicing)
+    "eval": {"metric": {"type": "coco"}, "batch_size": 0, "tta": {}, "slice": {}},
     "runtime": {
         "work_dir": "", "seed": 0, "load_from": "", "device": "auto", "plot_samples": 8,
         "deterministic": False,  # deterministic algorithms and cuDNN: the same run gives the same weights
@@ -152,6 +152,10 @@ def validate_recipe(recipe: Recipe, registry=None) -> None:
         from detsdk.engine.tta import tta_settings  # imports torch: only for recipes that ask for TTA
 
         tta_settings(data["eval"]["tta"], where=f"{recipe.source_of('eval.tta')}: eval.tta")
+    if data.get("eval", {}).get("slice"):
+        from detsdk.engine.slicing import slice_settings
+
+        slice_settings(data["eval"]["slice"], where=f"{recipe.source_of('eval.slice')}: eval.slice")
 
 
 def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path: str) -> None:
