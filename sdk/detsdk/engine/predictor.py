@@ -122,6 +122,13 @@ class Detector:
             )
         return results[0] if single else results
 
+    def predict_video(self, path: str | Path, score_thr: float = 0.0, slice: Any = None):  # noqa: A002
+        """Yield ``Detections`` for every frame of a video file, in order (see ``detsdk.engine.video``)."""
+        from detsdk.engine.video import read_frames
+
+        for frame in read_frames(path):
+            yield self.predict(frame, score_thr=score_thr, slice=slice)
+
     @torch.no_grad()
     def detect(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Raw detections (numpy ``boxes``, ``scores``, ``labels``, ``masks``) in each RGB image's pixels."""
