@@ -50,6 +50,13 @@ def test_a_training_run_writes_the_analysis_of_its_final_evaluation(tmp_path):
     plots = tmp_path / "run" / "plots"
     assert (plots / "confusion_matrix.png").is_file() and (plots / "bbox_error_breakdown.json").is_file()
     assert json.loads((plots / "confusion_matrix.json").read_text())["labels"][-1] == "background"
+    worst = json.loads((plots / "worst_images.json").read_text())
+    assert worst and all((plots / entry["file"]).is_file() for entry in worst)  # shapes images, found by image id
+
+    code, output = sdk("analyze", recipe, "--checkpoint", tmp_path / "run" / "last.pt", "--out", tmp_path / "again")
+    assert code == 0, output
+    assert json.loads((tmp_path / "again" / "confusion_matrix.json").read_text()) == json.loads(
+        (plots / "confusion_matrix.json").read_text())  # the same weights, the same evaluation
 
 
 def test_model_complexity_counts_a_convolution_exactly():
