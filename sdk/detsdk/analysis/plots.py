@@ -39,10 +39,12 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, path: Path) -> Path:
     """The row-normalised matrix as percentages, background last (MMDetection's picture)."""
     plt = _pyplot()
     labels = [*matrix.classes, "background"]
-    side = min(max(5.0, 0.25 * len(labels) + 2), 24.0)
+    side = min(max(6.0, 0.25 * len(labels) + 2.5), 24.0)
     figure, axes = plt.subplots(figsize=(side, side * 0.9))
-    margin = min(0.25, 1.3 / side)
-    figure.subplots_adjust(left=margin, right=0.97, top=1 - margin, bottom=0.03)
+    many = len(labels) > 30
+    if many:  # label margins of about 1.3 inches, set by hand: tight_layout would measure every label
+        margin = 1.3 / side
+        figure.subplots_adjust(left=margin, right=0.97, top=1 - margin, bottom=0.03)
     normalised = matrix.normalised() * 100
     image = axes.imshow(normalised, cmap="plasma", vmin=0, vmax=100)
     figure.colorbar(image, ax=axes, fraction=0.046)
@@ -55,9 +57,9 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, path: Path) -> Path:
     if len(labels) <= 30:
         for (row, column), value in np.ndenumerate(normalised):
             axes.text(column, row, f"{value:.0f}", ha="center", va="center", color="w", fontsize=7)
-    axes.set_title(f"confusion matrix (%, rows sum to 100; IoU {matrix.iou_thr}, score {matrix.score_thr})",
-                   fontsize=9, y=1 + 0.6 / side * 4)
-    return _save(figure, path, tight=False)
+    figure.suptitle(f"confusion matrix (%, rows sum to 100; IoU {matrix.iou_thr}, score {matrix.score_thr})",
+                    fontsize=9, y=0.995)
+    return _save(figure, path, tight=not many)
 
 
 def plot_pr_curves(curves: PRCurves, path: Path) -> Path:
