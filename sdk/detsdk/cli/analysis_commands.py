@@ -6,16 +6,13 @@ from pathlib import Path
 
 import click
 
-from detsdk.cli.run_commands import engine_options, recipe_argument
-from detsdk.errors import RecipeError
+from detsdk.cli.run_commands import check_one_source, engine_options, evaluate_source, evaluation_sources, recipe_argument
 
 
 @click.command("analyze")
 @recipe_argument
 @engine_options
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Weights to evaluate and analyse.")
-@click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
-              help="Saved COCO-format detections to analyse (no model, no images needed).")
+@evaluation_sources
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the plots and their JSON.")
 @click.option("--score-thr", default=0.3, show_default=True, help="Confusion matrix and worst images: detections kept.")
@@ -31,10 +28,9 @@ def analyze_command(recipe, overrides, work_dir, device, checkpoint, results, ou
     from detsdk.analysis.report import analyze_evaluation
     from detsdk.engine import Engine
 
-    if (checkpoint is None) == (results is None):
-        raise RecipeError("sdk analyze: give exactly one of --checkpoint FILE or --results FILE.json")
+    check_one_source("analyze", checkpoint, results)
     engine = Engine.from_recipe(recipe, overrides, work_dir=work_dir, device=device)
-    metrics = engine.evaluate_results(results) if results else engine.evaluate(checkpoint)
+    metrics = evaluate_source(engine, checkpoint, results)
     report = analyze_evaluation(engine.last_metric, out_dir, iou_thr=iou_thr, score_thr=score_thr, worst=worst)
     for note in report.notes:
         click.echo(note)

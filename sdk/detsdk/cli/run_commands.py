@@ -108,21 +108,37 @@ def errors_name_the_rank(debug: bool = False) -> Iterator[None]:
         sys.exit(1)
 
 
+def evaluation_sources(function):
+    """``--checkpoint FILE`` or ``--results FILE.json``: what ``sdk eval`` and ``sdk analyze`` evaluate."""
+    function = click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
+                            help="Saved COCO-format detections to score (no model, no images).")(function)
+    return click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+                        help="Weights to evaluate.")(function)
+
+
+def check_one_source(command: str, checkpoint: Path | None, results: Path | None) -> None:
+    """Exactly one of ``--checkpoint`` and ``--results``, before anything is built."""
+    if (checkpoint is None) == (results is None):
+        raise RecipeError(f"sdk {command}: give exactly one of --checkpoint FILE or --results FILE.json")
+
+
+def evaluate_source(engine, checkpoint: Path | None, results: Path | None) -> dict[str, float]:
+    """``engine``'s evaluation of the checkpoint or of the saved results."""
+    return engine.evaluate_results(results) if results else engine.evaluate(checkpoint)
+
+
 @click.command("eval")
 @recipe_argument
 @engine_options
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Weights to evaluate.")
-@click.option("--results", type=click.Path(dir_okay=False, path_type=Path),
-              help="Saved COCO-format detections to score (no model, no images).")
+@evaluation_sources
 def eval_command(recipe, overrides, work_dir, device, checkpoint, results):
     """Evaluate a checkpoint, or saved detections, on the recipe's test (else val) split."""
     from detsdk.engine import Engine, distributed
 
-    if (checkpoint is None) == (results is None):
-        raise RecipeError("sdk eval: give exactly one of --checkpoint FILE or --results FILE.json")
+    check_one_source("eval", checkpoint, results)
     with errors_name_the_rank():
         engine = Engine.from_recipe(recipe, overrides, work_dir=work_dir, device=device)
-        metrics = engine.evaluate_results(results) if results else engine.evaluate(checkpoint)
+        metrics = evaluate_source(engine, checkpoint, results)
         main_process = distributed.is_main_process()
         distributed.destroy()
     if main_process:

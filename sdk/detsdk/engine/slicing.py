@@ -30,8 +30,8 @@ from typing import Any
 import attrs
 import numpy as np
 
-from detsdk.engine.tta import merge_detections
-from detsdk.errors import RecipeError, suggest
+from detsdk.engine.tta import merge_detections, settings_table
+from detsdk.errors import RecipeError
 
 KEYS = ("size", "overlap", "full_image", "iou_threshold", "max_per_image", "batch_size")
 
@@ -62,18 +62,14 @@ class SliceSettings:
 
 def slice_settings(value: Any, where: str = "eval.slice") -> SliceSettings | None:
     """Parse ``[eval] slice`` (a table), a window size (int) or ``SliceSettings``; None or ``{}``: no slicing."""
-    if value is None or value == {}:
-        return None
     if isinstance(value, SliceSettings):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         value = {"size": value}
     example = "{ size = [640, 640], overlap = 0.2, full_image = true }"
-    if not isinstance(value, dict):
-        raise RecipeError(f"{where} = {value!r}: expected a table like {example}")
-    for key in value:
-        if key not in KEYS:
-            raise RecipeError(f"{where}: unknown key '{key}'{suggest(key, KEYS)}; valid: {', '.join(KEYS)}")
+    value = settings_table(value, where, KEYS, example)
+    if value is None:
+        return None
     if "size" not in value:
         raise RecipeError(f"{where}: 'size' is missing; expected e.g. {example}")
     size = value["size"]
