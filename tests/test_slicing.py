@@ -132,3 +132,19 @@ def test_slice_settings_errors_name_the_key():
         slice_settings({"size": [640, 640], "overlap": 1.5})
     with pytest.raises(RecipeError, match="'size' is missing"):
         slice_settings({"overlap": 0.2})
+
+
+def test_sdk_eval_with_eval_slice_from_the_recipe(tmp_path):
+    from conftest import tiny_recipe, write_recipe
+    from test_cli import assert_user_error, sdk
+
+    recipe = write_recipe(tmp_path / "r.toml", tiny_recipe(tmp_path / "run"))
+    assert sdk("run", recipe, "--set", "train.iters=1", "--set", "runtime.plot_samples=0")[0] == 0
+
+    code, output = sdk("eval", recipe, "--checkpoint", tmp_path / "run" / "last.pt",
+                       "--set", "eval.slice={ size = 48, overlap = 0.25 }")
+
+    assert code == 0, output
+    assert "bbox_mAP" in output
+    assert_user_error(*sdk("eval", recipe, "--checkpoint", tmp_path / "run" / "last.pt",
+                           "--set", "eval.slice={ sise = 48 }"), "eval.slice", "unknown key 'sise'")

@@ -103,7 +103,10 @@ def _forgiving(ground_truth: dict, results: list[dict], iou_type: str, image_ids
                cat_id: Any, forgiven: set) -> np.ndarray:
     """PR at IoU 0.1 of class ``cat_id`` when the ground truth of the ``forgiven`` classes is its ignore region."""
     annotations = []
+    images = set(image_ids)
     for annotation in ground_truth["annotations"]:
+        if annotation["image_id"] not in images:
+            continue  # an image that cannot change this class's curve: no need to index its boxes
         if annotation["category_id"] == cat_id:
             annotations.append(dict(annotation))
         elif annotation["category_id"] in forgiven:
