@@ -12,6 +12,8 @@ from detsdk.testing import painted_sample  # noqa: F401  (tests import it from h
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+if not SHARED_DATA.is_dir():  # a git worktree under /work/wt: the shared data stays at /work/shared
+    SHARED_DATA = Path("/work/shared/data")
 
 
 def pytest_configure(config):

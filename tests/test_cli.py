@@ -124,30 +124,44 @@ def test_recipe_show_prints_the_resolved_recipe(recipe_file):
     assert code == 0 and shown["train"]["iters"] == 9 and shown["runtime"]["seed"] == 0
 
 
-def test_eval_results_matches_pycocotools_for_bbox_and_segm_at_full_precision(tmp_path):
+def test_eval_results_evaluates_what_the_file_holds_and_matches_pycocotools(tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     names = ["mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l"]
-    for iou_type, results in (("bbox", "instances_val2014_fakebbox100_results.json"),
-                              ("segm", "instances_val2014_fakesegm100_results.json")):
+    for kind, results, expected_types in (("box", "instances_val2014_fakebbox100_results.json", ["bbox"]),
+                                          ("mask", "instances_val2014_fakesegm100_results.json", ["bbox", "segm"])):
         recipe = {
             "model": tiny_recipe(tmp_path)["model"],
             "data": {"test": {"type": "coco", "ann_file": str(COCO_DIR / "instances_val2014_100.json"),
                               "images": str(tmp_path / "no-images-here")}},
-            "eval": {"metric": {"type": "coco", "iou_types": [iou_type]}},
-            "runtime": {"work_dir": str(tmp_path / iou_type)},
+            "runtime": {"work_dir": str(tmp_path / kind)},
         }
-        code, output = sdk("eval", write_recipe(tmp_path / f"{iou_type}.toml", recipe), "--results", COCO_DIR / results)
+        code, output = sdk("eval", write_recipe(tmp_path / f"{kind}.toml", recipe), "--results", COCO_DIR / results)
         assert code == 0, output
-        written = json.loads((tmp_path / iou_type / "metrics.json").read_text())
+        assert f"evaluating {' and '.join(expected_types)}" in output
+        written = json.loads((tmp_path / kind / "metrics.json").read_text())
+        assert sorted({key.split("_")[0] for key in written}) == expected_types
 
-        ground_truth = COCO(str(COCO_DIR / "instances_val2014_100.json"))
-        evaluator = COCOeval(ground_truth, ground_truth.loadRes(str(COCO_DIR / results)), iou_type)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-        assert [written[f"{iou_type}_{n}"] for n in names] == [float(v) for v in evaluator.stats[:6]]
+        for iou_type in expected_types:
+            ground_truth = COCO(str(COCO_DIR / "instances_val2014_100.json"))
+            evaluator = COCOeval(ground_truth, ground_truth.loadRes(str(COCO_DIR / results)), iou_type)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+            figures = [written[f"{iou_type}_{n}"] for n in names]
+            assert max(abs(a - b) for a, b in zip(figures, evaluator.stats[:6])) <= 1e-12
+
+
+def test_eval_results_with_masks_on_only_some_results(tmp_path):
+    recipe = {"model": tiny_recipe(tmp_path)["model"],
+              "data": {"test": {"type": "coco", "ann_file": str(COCO_DIR / "instances_val2014_100.json")}}}
+    masks = json.loads((COCO_DIR / "instances_val2014_fakesegm100_results.json").read_text())
+    boxes = json.loads((COCO_DIR / "instances_val2014_fakebbox100_results.json").read_text())
+    results = tmp_path / "mixed.json"
+    results.write_text(json.dumps(masks[:5] + boxes[:5]))
+    assert_user_error(*sdk("eval", write_recipe(tmp_path / "r.toml", recipe), "--results", results),
+                      "mixed.json", "5 of 10 results have a 'segmentation'")
 
 
 def test_eval_results_with_a_malformed_results_file(tmp_path):

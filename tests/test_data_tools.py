@@ -192,3 +192,36 @@ def test_check_of_a_repeat_dataset_checks_one_copy_without_calling_repeats_dupli
     result = sdk("data", "check", write_recipe(tmp_path / "repeat.toml", recipe))
     assert result.exit_code == 0, result.output
     assert "3 images" in result.output.splitlines()[0]
+
+
+def labelme_coco(root):
+    """A labelme-exported COCO file: its '_background_' category (id 0) has no annotation."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_image(root / "a.png", 1)
+    ann_file = root / "annotations.json"
+    ann_file.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "height": 32, "width": 40}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "area": 100, "iscrowd": 0}],
+        "categories": [{"id": 0, "name": "_background_"}, *CATEGORIES[:1]],
+    }))
+    return ann_file
+
+
+def test_check_says_what_num_classes_auto_counts_and_which_classes_have_no_annotations(tmp_path):
+    ann_file = labelme_coco(tmp_path)
+    recipe = write_recipe(tmp_path / "recipe.toml",
+                          {"data": {"train": {"type": "coco", "ann_file": str(ann_file), "images": str(tmp_path)}}})
+
+    result = sdk("data", "check", recipe)
+
+    assert result.exit_code == 0, result.output
+    assert "num_classes = \"auto\" will count 2 classes; 1 of them have no annotations: '_background_'" in result.output
+
+
+def test_the_coco_loader_warns_about_a_category_without_annotations(tmp_path):
+    from detsdk.builtin.data.coco import CocoDataset
+    from detsdk.errors import DetSDKWarning
+
+    with pytest.warns(DetSDKWarning, match=r"1 of 2 categories have no annotations: '_background_' \(id 0\)"):
+        dataset = CocoDataset(str(labelme_coco(tmp_path)), images=str(tmp_path))
+    assert dataset.classes == ["_background_", "cat"]

@@ -56,6 +56,7 @@ def check_command(ctx, recipe, split, overrides):
     report = check_split(spec, where, build_dataset)
     click.echo(f"{where}: {report.source}, {report.num_images} images, {len(report.classes)} classes")
     click.echo(report.summary_table())
+    click.echo(report.class_count_note())
     if report.ok:
         click.echo("no problems found")
         return

@@ -83,6 +83,15 @@ class CheckReport:
         )
         return "\n".join(lines)
 
+    def class_count_note(self) -> str:
+        """What ``num_classes = "auto"`` will count, and the classes that have no annotation at all."""
+        unused = [name for label, name in enumerate(self.classes) if not self.boxes[label] and not self.crowd[label]]
+        note = f'num_classes = "auto" will count {len(self.classes)} classes'
+        if unused:
+            shown = ", ".join(repr(name) for name in unused[:10]) + (", ..." if len(unused) > 10 else "")
+            note += f"; {len(unused)} of them have no annotations: {shown}"
+        return note
+
 
 class _Duplicates:
     """Remembers files and pixel hashes seen so far, to name the first of each repeat."""

@@ -9,7 +9,6 @@ e.g. ``engine.stop_training(reason)``.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +30,7 @@ from detsdk.engine.checkpoint import (
     rng_states,
     save_checkpoint,
 )
+from detsdk.engine.analysis_hook import AnalysisHook
 from detsdk.engine.checkpoint_hook import CheckpointHook
 from detsdk.engine.device import resolve_device
 from detsdk.threads import apply_thread_policy
@@ -43,7 +43,9 @@ from detsdk.engine.load_from import load_weights_from
 from detsdk.engine.log_hooks import JsonLogHook, PluginEvents, PluginTrainEnd, ProgressBarHook
 from detsdk.engine.plots_hook import PlotsHook
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
+from detsdk.engine.results_file import read_results, results_iou_types
 from detsdk.engine.run_log import RunLog, write_metrics
+from detsdk.engine.slicing import evaluate_sliced, slice_settings
 from detsdk.engine.train_setup import enable_deterministic
 from detsdk.engine.train_step import TrainStep, iteration_batches
 from detsdk.engine.training_parts import build_training_parts
@@ -82,6 +84,7 @@ class Engine:
         self.iteration = 0
         self.epoch = 0
         self.metrics: dict[str, float] = {}
+        self.last_metric = None  # the metric of the latest evaluation, computed
         self.best_score = -math.inf
         self.train_step: TrainStep | None = None  # set by fit(): precision, accumulation, clipping, EMA
         self._datasets: dict[tuple[str, bool], Any] = {}
@@ -195,8 +198,10 @@ class Engine:
         ]
         if eval_split:
             hooks.append(EvaluationHook(eval_split, interval(train.eval_interval)))
-        return [*hooks, PlotsHook(eval_split or "train", self.settings.runtime.plot_samples),
-                PluginTrainEnd(self.registry)]
+        hooks.append(PlotsHook(eval_split or "train", self.settings.runtime.plot_samples))
+        if eval_split:
+            hooks.append(AnalysisHook(self.settings.runtime.plot_samples))
+        return [*hooks, PluginTrainEnd(self.registry)]
 
     def _train_loop(self, loader, samples_per_iteration: int) -> None:
         """Iterate until ``total_iters`` or a hook's ``stop_training``; the hooks do the rest (Detectron2's loop)."""
@@ -337,6 +342,11 @@ class Engine:
         if split is None:
             raise RecipeError(f"{self.recipe.source_of('data')}: no data.test or data.val table to evaluate on")
         self._model_with_weights(split, checkpoint, keep_annotations=True)
+        slicing = slice_settings(self.settings.eval.slice)
+        if slicing is not None:  # [eval] slice: here and in predict(), as TTA
+            raw = self.dataset(split, keep_annotations=True).dataset
+            metrics = evaluate_sliced(self.detector().detect, raw, self._build_metric(raw), slicing)
+            return self._record_metrics(split, metrics)
         tta = tta_settings(self.settings.eval.tta)
         if tta is not None:  # [eval] tta: here and in predict(), not in the evaluations during fit()
             eval_set = self.dataset(split, keep_annotations=True)
@@ -362,6 +372,7 @@ class Engine:
         metric = build_component("metric", self.settings.eval.metric, where="eval.metric")
         if hasattr(metric, "bind_dataset"):
             metric.bind_dataset(dataset)
+        self.last_metric = metric  # what analyze_evaluation looks at after the evaluation
         return metric
 
     def evaluate_split(self, split: str) -> dict[str, float]:
@@ -393,8 +404,11 @@ class Engine:
         if split is None:
             raise RecipeError(f"{self.recipe.source_of('data')}: no data.test or data.val table to evaluate on")
         dataset = build.build_dataset(self.config["data"][split], f"data.{split}")
-        results = _read_results(Path(results_file))
+        results = read_results(Path(results_file))
         metric = self._build_metric(dataset)
+        if hasattr(metric, "iou_types"):  # evaluate what the file holds: boxes, and masks when it has them
+            metric.iou_types = results_iou_types(results, Path(results_file))
+            print(f"{results_file}: {len(results)} results; evaluating {' and '.join(metric.iou_types)}")
         metric.add_coco_results(results)
         return self._record_metrics(split, metric.compute())
 
@@ -421,7 +435,8 @@ class Engine:
             for i, step in enumerate(inference_pipeline_spec(self.config))
         ]
         return Detector(self.inference_model, transforms, self.classes, self.device, self.cat_ids,
-                        tta=tta_settings(self.settings.eval.tta))
+                        tta=tta_settings(self.settings.eval.tta),
+                        slicing=slice_settings(self.settings.eval.slice))
 
     def predict(self, images, score_thr: float = 0.0, checkpoint: str | Path | None = None):
         """Detect on an image array or path, or a list of them (see ``Detector.predict``).
@@ -449,22 +464,3 @@ def _load_all_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:
     except RuntimeError as exc:
         raise CheckpointError(f"{checkpoint}: weights do not fit the recipe's model ({str(exc).splitlines()[0]})") from None
 
-
-def _read_results(path: Path) -> list[dict]:
-    """A COCO results JSON: a list of detections, each with image_id, category_id, score and bbox or segmentation."""
-    if not path.is_file():
-        raise DataError(f"results file not found: {path}")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: invalid JSON: {exc}") from None
-    if not isinstance(results, list):
-        raise DataError(f"{path}: expected a JSON list of COCO detections, got {type(results).__name__}")
-    for index, entry in enumerate(results):
-        if not isinstance(entry, dict) or not {"image_id", "category_id", "score"} <= entry.keys() or not (
-            "bbox" in entry or "segmentation" in entry
-        ):
-            raise DataError(
-                f"{path}: item {index}: expected image_id, category_id, score and bbox or segmentation"
-            )
-    return results

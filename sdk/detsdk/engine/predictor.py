@@ -14,6 +14,7 @@ from torch import nn
 
 from detsdk.data.loader import apply_pipeline, collate
 from detsdk.engine.evaluation import to_original_coordinates
+from detsdk.engine.slicing import SliceSettings, slice_settings, sliced_detections
 from detsdk.engine.tta import TTASettings, detect_with_tta, tta_settings
 from detsdk.errors import CheckpointError, DataError
 
@@ -76,31 +77,37 @@ class Detector:
     """
 
     def __init__(self, model: nn.Module, transforms: list, classes: list[str], device: torch.device,
-                 cat_ids: list[int] | None = None, tta: TTASettings | None = None):
+                 cat_ids: list[int] | None = None, tta: TTASettings | None = None,
+                 slicing: SliceSettings | None = None):
         self.model = model.to(device).eval()
         self.transforms = transforms
         self.tta = tta
+        self.slicing = slicing  # [eval] slice: the default of predict(slice=...)
         self.classes = list(classes)
         self.device = device
         self.cat_ids = cat_ids
 
     @torch.no_grad()
-    def predict(self, images, score_thr: float = 0.0):
-        """Detect on one image (array or path) or a list of them; returns ``Detections`` or a list."""
+    def predict(self, images, score_thr: float = 0.0, slice: Any = None):  # noqa: A002  (SAHI's word)
+        """Detect on one image (array or path) or a list of them; returns ``Detections`` or a list.
+
+        ``slice``: sliced inference (``detsdk.engine.slicing``): a window size
+        (``640``), a table like ``[eval] slice`` or ``SliceSettings``; by
+        default the recipe's ``[eval] slice``, if any.
+        """
         single = isinstance(images, (np.ndarray, str, Path))
         batch = [images] if single else list(images)
-        samples = []
+        arrays = []
         for item in batch:
             image = read_image(item) if isinstance(item, (str, Path)) else np.ascontiguousarray(item)
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise DataError(f"expected an H×W×3 uint8 RGB image, got {image.dtype} array of shape {image.shape}")
-            samples.append({"image": image, "meta": {}})
-        if self.tta is not None:
-            detections = detect_with_tta(self.model, samples, self.transforms, self.tta, self.device)
+            arrays.append(image)
+        slicing = slice_settings(slice, where="slice") if slice is not None else self.slicing
+        if slicing is not None:
+            detections = [sliced_detections(self.detect, image, slicing) for image in arrays]
         else:
-            tensors, targets, metas = collate([apply_pipeline(sample, self.transforms) for sample in samples])
-            outputs = self.model(tensors.to(self.device), image_sizes=[t["image_size"] for t in targets])
-            detections = [to_original_coordinates(output, meta) for output, meta in zip(outputs, metas)]
+            detections = self.detect(arrays)
         results = []
         for detection in detections:
             keep = detection["scores"] >= score_thr
@@ -114,6 +121,23 @@ class Detector:
                 )
             )
         return results[0] if single else results
+
+    def predict_video(self, path: str | Path, score_thr: float = 0.0, slice: Any = None):  # noqa: A002
+        """Yield ``Detections`` for every frame of a video file, in order (see ``detsdk.engine.video``)."""
+        from detsdk.engine.video import read_frames
+
+        for frame in read_frames(path):
+            yield self.predict(frame, score_thr=score_thr, slice=slice)
+
+    @torch.no_grad()
+    def detect(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Raw detections (numpy ``boxes``, ``scores``, ``labels``, ``masks``) in each RGB image's pixels."""
+        samples = [{"image": image, "meta": {}} for image in images]
+        if self.tta is not None:
+            return detect_with_tta(self.model, samples, self.transforms, self.tta, self.device)
+        tensors, targets, metas = collate([apply_pipeline(sample, self.transforms) for sample in samples])
+        outputs = self.model(tensors.to(self.device), image_sizes=[t["image_size"] for t in targets])
+        return [to_original_coordinates(output, meta) for output, meta in zip(outputs, metas)]
 
 
 def inference_pipeline_spec(recipe: dict) -> list[dict]:
@@ -152,4 +176,6 @@ def load_detector(checkpoint: str | Path, device: str | None = None) -> Detector
         for i, step in enumerate(inference_pipeline_spec(recipe))
     ]
     tta = tta_settings(recipe.get("eval", {}).get("tta"))
-    return Detector(model, transforms, classes, resolve_device(device or "auto"), state.get("cat_ids"), tta=tta)
+    slicing = slice_settings(recipe.get("eval", {}).get("slice"))
+    return Detector(model, transforms, classes, resolve_device(device or "auto"), state.get("cat_ids"), tta=tta,
+                    slicing=slicing)

@@ -81,7 +81,8 @@ class EvalConfig:
 
     metric: dict = _table(type="coco")
     batch_size: int = 0  # 0: data.batch_size
-    tta: dict = attrs.field(factory=dict)  # {}: off (see detsdk.engine.tta for its keys)
+    tta: dict = attrs.field(factory=dict)  # {}: off (see detsdk.recipe.tta_options for its keys)
+    slice: dict = attrs.field(factory=dict)  # {}: off (see detsdk.recipe.slice_options for its keys)
 
 
 @attrs.define(kw_only=True)

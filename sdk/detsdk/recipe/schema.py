@@ -14,6 +14,7 @@ from detsdk.errors import RecipeError, suggest
 from detsdk.recipe.config import DATA_SPLITS, TABLES, table_defaults
 from detsdk.recipe.load import Recipe
 from detsdk.recipe.options import OPTION_CHECKS, check_option
+from detsdk.recipe.slice_options import slice_settings
 from detsdk.recipe.tta_options import tta_settings
 
 # Made from the typed tables (detsdk.recipe.config): their field defaults are the recipe's.
@@ -115,6 +116,8 @@ def validate_recipe(recipe: Recipe, registry=None) -> None:
         _validate_component(recipe, registry, "metric", _over_default("eval", "metric", data["eval"]["metric"]), "eval.metric")
     if data.get("eval", {}).get("tta"):
         tta_settings(data["eval"]["tta"], where=f"{recipe.source_of('eval.tta')}: eval.tta")
+    if data.get("eval", {}).get("slice"):
+        slice_settings(data["eval"]["slice"], where=f"{recipe.source_of('eval.slice')}: eval.slice")
 
 
 def _over_default(table: str, key: str, spec: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Real
 from typing import Any
 
@@ -41,14 +42,10 @@ def tta_settings(table: Any, where: str = "eval.tta") -> TTASettings | None:
 
     Errors name ``where`` and the key, e.g. ``recipe.toml: eval.tta.scales``.
     """
-    if table is None or table == {}:
-        return None
     example = "{ scales = [[1333, 800], [1666, 1000]], flip = true }"
-    if not isinstance(table, dict):
-        raise RecipeError(f"{where} = {table!r}: expected a table like {example}")
-    for key in table:
-        if key not in KEYS:
-            raise RecipeError(f"{where}: unknown key '{key}'{suggest(key, KEYS)}; valid: {', '.join(KEYS)}")
+    table = settings_table(table, where, KEYS, example)
+    if table is None:
+        return None
     scales = table.get("scales", [])
     if not (isinstance(scales, list) and all(_is_positive_pair(s) for s in scales)):
         raise RecipeError(
@@ -75,6 +72,18 @@ def tta_settings(table: Any, where: str = "eval.tta") -> TTASettings | None:
         iou_threshold=float(iou),
         max_per_image=max_per_image,
     )
+
+
+def settings_table(table: Any, where: str, keys: Sequence[str], example: str) -> dict | None:
+    """An ``[eval]`` settings table checked for its type and key names; None when it is empty (off)."""
+    if table is None or table == {}:
+        return None
+    if not isinstance(table, dict):
+        raise RecipeError(f"{where} = {table!r}: expected a table like {example}")
+    for key in table:
+        if key not in keys:
+            raise RecipeError(f"{where}: unknown key '{key}'{suggest(key, keys)}; valid: {', '.join(keys)}")
+    return table
 
 
 def _is_positive_pair(value: Any) -> bool:

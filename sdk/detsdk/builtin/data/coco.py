@@ -87,6 +87,15 @@ class CocoDataset:
                 f"{self.ann_file}: dropped {invalid} annotation(s) with an invalid box "
                 "(expected bbox = [x, y, width, height], finite, width and height > 0)"
             )
+        used = {ann["category_id"] for anns in per_image.values() for ann in anns}
+        unused = [(cat_id, name) for cat_id, name in zip(self.cat_ids, self.classes) if cat_id not in used]
+        if unused:  # labelme's "_background_", say: num_classes = "auto" counts it, the user should know
+            listed = ", ".join(f"'{name}' (id {cat_id})" for cat_id, name in unused[:5])
+            warn(
+                f"{self.ann_file}: {len(unused)} of {len(self.cat_ids)} categories have no annotations: {listed}"
+                f"{', ...' if len(unused) > 5 else ''}; they still count as classes (num_classes = \"auto\" "
+                f"gives {len(self.cat_ids)}); remove them from 'categories' if they are not classes"
+            )
         index = {}
         for image_id, anns in per_image.items():
             boxes = np.array([_valid_box(a["bbox"]) for a in anns], dtype=np.float32).reshape(-1, 4)
