@@ -76,7 +76,8 @@ def main(argv=None) -> None:
 
 
 from detsdk.cli import convert_commands, data_commands, info_commands, plot_commands, run_commands  # noqa: E402  (commands need ``cli`` defined first)
+from detsdk.cli import export_commands  # noqa: E402
 
-for _module in (info_commands, run_commands, convert_commands, data_commands, plot_commands):
+for _module in (info_commands, run_commands, convert_commands, data_commands, plot_commands, export_commands):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
