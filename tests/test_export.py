@@ -192,3 +192,12 @@ def test_complexity_counts_a_convolution_as_its_multiply_adds():
     complexity = model_complexity(conv, (1, 3, 10, 10))
     assert complexity.parameters == 8 * 3 * 9
     assert complexity.macs == 8 * 3 * 9 * 100 and complexity.flops == 2 * complexity.macs
+
+
+def test_a_detector_whose_trace_freezes_values_fails_naming_the_file_and_line(tmp_path):
+    spec = tiny_model_spec("mask_rcnn")
+    spec["mask_head"]["paste"] = "mmdet"  # pastes in a Python loop over boxes.tolist()
+    checkpoint = write_checkpoint(tmp_path / "mmdet_paste.pt", spec)
+    with pytest.raises(ExportError, match=r"mask_head\.py:\d+: Converting a tensor to a Python list.*nothing written"):
+        export_onnx(checkpoint, tmp_path / "m.onnx", trace_size=TRACE)
+    assert not (tmp_path / "m.onnx").exists()

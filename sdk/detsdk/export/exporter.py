@@ -79,9 +79,10 @@ def trace_to_onnx(graph: ExportGraph, example: torch.Tensor, path: Path, opset: 
             where = stack[-1] if stack else "the detector"
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ExportError(f"{where} stops the ONNX export: {type(exc).__name__}: {first_line[:300]}") from None
-    for warning in caught:
+    for warning in caught:  # where each frozen value came from: the file and line name the module
         if issubclass(warning.category, torch.jit.TracerWarning) and "Python" in str(warning.message):
-            noted.append(str(warning.message).splitlines()[0])
+            message = str(warning.message).split(" might cause")[0]
+            noted.append(f"{Path(warning.filename).name}:{warning.lineno}: {message}")
     return noted
 
 
@@ -144,9 +145,15 @@ def export_onnx(
         samples = images if images is not None else sample_images()
         # One image at a time on both sides: PyTorch would pad a list into one batch, which moves borders.
         expected = [reference.predict(image) for image in samples]
-        differences = compare(expected, [candidate.predict(image) for image in samples], tolerance)
+        hint = f"; the trace froze values at {'; '.join(sorted(set(frozen)))[:600]}" if frozen else ""
+        try:
+            got = [candidate.predict(image) for image in samples]
+        except Exception as exc:  # onnxruntime's own error types: a graph that only runs at the trace size
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ExportError(f"{out}: onnxruntime cannot run the traced graph at another size ({first_line[:300]})"
+                              f"{hint}; nothing written") from None
+        differences = compare(expected, got, tolerance)
         if not differences.within(tolerance):
-            hint = f"; the trace froze values: {'; '.join(sorted(set(frozen)))[:400]}" if frozen else ""
             raise ExportError(
                 f"{out}: ONNX Runtime differs from PyTorch beyond tolerance (box {tolerance.box} px, score "
                 f"{tolerance.score}, mask {tolerance.mask}): {differences.describe()}{hint}; nothing written"
