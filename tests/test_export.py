@@ -42,11 +42,17 @@ def tiny_model_spec(detector: str) -> dict:
     return spec
 
 
+# RetinaNet's checkpoint resizes first, so that mapping back to the original pixels is compared too.
+RESIZE = {"type": "resize", "scale": [120, 80], "keep_ratio": True}
+
+
 def write_checkpoint(path, model_spec: dict, version: str = "0.1.0", state=None):
     """A det-sdk checkpoint of a randomly initialised model (seeded)."""
     torch.manual_seed(0)
     recipe = tiny_recipe(path.parent / "run")
     recipe["model"] = model_spec
+    if model_spec["type"] == "retinanet":
+        recipe["data"]["val"]["pipeline"].insert(0, RESIZE)
     if state is None:
         state = build_model(model_spec, len(CLASSES)).state_dict()
     save_checkpoint(path, {"model": state, "recipe": tomli_w.dumps(recipe), "classes": CLASSES, "version": version})
@@ -201,3 +207,12 @@ def test_a_detector_whose_trace_freezes_values_fails_naming_the_file_and_line(tm
     with pytest.raises(ExportError, match=r"mask_head\.py:\d+: Converting a tensor to a Python list.*nothing written"):
         export_onnx(checkpoint, tmp_path / "m.onnx", trace_size=TRACE)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_graph_exported_for_a_batch_of_two_predicts_any_number_of_images(exported, tmp_path):
+    checkpoint, _ = exported["faster_rcnn"]
+    report = export_onnx(checkpoint, tmp_path / "batch2.onnx", batch=2, trace_size=TRACE)
+    assert report.metadata.batch == 2
+    images = [image(64, 80, seed) for seed in range(3)]
+    expected = [load_detector(checkpoint, device="cpu").predict(i) for i in images]
+    assert compare(expected, load_detector(report.path).predict(images), Tolerance()).within(Tolerance())
