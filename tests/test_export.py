@@ -216,3 +216,18 @@ def test_a_graph_exported_for_a_batch_of_two_predicts_any_number_of_images(expor
     images = [image(64, 80, seed) for seed in range(3)]
     expected = [load_detector(checkpoint, device="cpu").predict(i) for i in images]
     assert compare(expected, load_detector(report.path).predict(images), Tolerance()).within(Tolerance())
+
+
+def test_openvino_export_is_checked_and_predicts_like_the_checkpoint(exported, tmp_path):
+    from detsdk.export.exporter import export_openvino
+
+    checkpoint, _ = exported["mask_rcnn"]
+    report = export_openvino(checkpoint, tmp_path / "model.xml", trace_size=TRACE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "model.xml"]
+    assert report.differences.within(Tolerance()) and report.differences.compared > 0
+    detector = load_detector(tmp_path / "model.xml")
+    assert detector.metadata == report.metadata
+    expected = load_detector(checkpoint, device="cpu").predict(image(72, 96))
+    got = detector.predict(image(72, 96))
+    assert compare([expected], [got], Tolerance()).within(Tolerance())
+    assert got.masks.shape == (len(got), 72, 96)

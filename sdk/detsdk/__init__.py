@@ -16,7 +16,9 @@ __all__ = ["Engine", "load_detector", "hookimpl", "hookspec", "__version__"]
 
 
 def load_detector(path, device: str | None = None):
-    """A ``Detector`` for a checkpoint (``.pt``, PyTorch) or an exported ``.onnx`` file (ONNX Runtime, no torch).
+    """A ``Detector`` for a checkpoint (``.pt``, PyTorch) or an export: ``.onnx`` (ONNX Runtime) or ``.xml`` (OpenVINO).
+
+    Exports run without importing torch.
 
     Both predict alike: ``load_detector(path).predict(image)`` gives boxes, scores,
     labels, class names (and masks) in the image's own pixels.
@@ -25,6 +27,10 @@ def load_detector(path, device: str | None = None):
         from detsdk.export.runtime import load_onnx_detector
 
         return load_onnx_detector(path, device=device)
+    if str(path).lower().endswith(".xml"):
+        from detsdk.export.openvino_runtime import load_openvino_detector
+
+        return load_openvino_detector(path, device=device)
     from detsdk.engine.predictor import load_detector as load_checkpoint_detector
 
     return load_checkpoint_detector(path, device=device)

@@ -14,8 +14,8 @@ from detsdk.errors import ExportError
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "format_", type=click.Choice(["onnx"]), default="onnx", show_default=True,
-              help="What to write (OpenVINO and TensorRT: see docs/export.md).")
+@click.option("--format", "format_", type=click.Choice(["onnx", "openvino"]), default="onnx", show_default=True,
+              help="onnx (a .onnx file) or openvino (an .xml IR and its .bin, made from the ONNX graph).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The file to write.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1),
               help="Images per run (fixed in the graph; height and width are dynamic).")
@@ -23,16 +23,18 @@ from detsdk.errors import ExportError
               help="Images (files or folders) for the self-check instead of two synthetic ones.")
 @debug_option
 def export_command(checkpoint, format_, out, batch, image_paths):
-    """Export CHECKPOINT's detector, check it against PyTorch with ONNX Runtime, then write it."""
+    """Export CHECKPOINT's detector, check it against PyTorch at two new sizes, then write it."""
     from detsdk.detections import image_files, read_image
-    from detsdk.export.exporter import export_onnx
+    from detsdk.export.exporter import export_onnx, export_openvino
 
     images = [read_image(path) for path in image_files(list(image_paths))] if image_paths else None
     if image_paths and not images:
         raise ExportError(f"--images: no images found in {', '.join(map(str, image_paths))}")
-    report = export_onnx(checkpoint, out, batch=batch, images=images)
+    export = export_openvino if format_ == "openvino" else export_onnx
+    report = export(checkpoint, out, batch=batch, images=images)
     sizes = ", ".join(f"{h}x{w}" for h, w in report.checked_sizes)
-    click.echo(f"checked with onnxruntime at {sizes} against PyTorch: {report.differences.describe()}")
+    runtime = "OpenVINO" if format_ == "openvino" else "onnxruntime"
+    click.echo(f"checked with {runtime} at {sizes} against PyTorch: {report.differences.describe()}")
     click.echo(f"wrote {report.path} ({report.metadata.detector}, {len(report.metadata.classes)} classes, "
                f"outputs {', '.join(report.metadata.outputs)})")
 

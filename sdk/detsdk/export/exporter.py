@@ -86,6 +86,35 @@ def trace_to_onnx(graph: ExportGraph, example: torch.Tensor, path: Path, opset: 
     return noted
 
 
+def pytorch_reference(trained, spec: list[dict]):
+    """The checkpoint's PyTorch ``Detector`` on the CPU, without TTA: what an export must match."""
+    from detsdk.engine.predictor import Detector
+    from detsdk.plugins.build import build_component
+
+    transforms = [build_component("transform", step, where=f"pipeline[{i}]") for i, step in enumerate(spec)]
+    return Detector(trained.model.float().eval(), transforms, trained.classes, torch.device("cpu"))
+
+
+def check_against_pytorch(out: Path, runtime: str, reference, candidate, samples: list[np.ndarray],
+                          tolerance: Tolerance, hint: str = "") -> Differences:
+    """Both detectors on each sample image; an ``ExportError`` with the figures beyond ``tolerance``."""
+    # One image at a time on both sides: PyTorch would pad a list into one batch, which moves borders.
+    expected = [reference.predict(image) for image in samples]
+    try:
+        got = [candidate.predict(image) for image in samples]
+    except Exception as exc:  # the runtime's own error types: a graph that only runs at the trace size
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"{out}: {runtime} cannot run the traced graph at another size ({first_line[:300]})"
+                          f"{hint}; nothing written") from None
+    differences = compare(expected, got, tolerance)
+    if not differences.within(tolerance):
+        raise ExportError(
+            f"{out}: {runtime} differs from PyTorch beyond tolerance (box {tolerance.box} px, score "
+            f"{tolerance.score}, mask {tolerance.mask}): {differences.describe()}{hint}; nothing written"
+        )
+    return differences
+
+
 def export_onnx(
     checkpoint: str | Path,
     out: str | Path,
@@ -103,9 +132,8 @@ def export_onnx(
     the figures, and ``out`` is then left as it was (the file is written to a temp name first).
     """
     from detsdk import __version__
-    from detsdk.engine.predictor import Detector, inference_pipeline_spec, load_trained_model
+    from detsdk.engine.predictor import inference_pipeline_spec, load_trained_model
     from detsdk.export.runtime import OnnxDetector
-    from detsdk.plugins.build import build_component
     from detsdk.recipe.load import dump_recipe
 
     import onnx
@@ -139,27 +167,59 @@ def export_onnx(
             proto.metadata_props.add(key=key, value=value)
         onnx.save(proto, str(temp))
         session = onnxruntime.InferenceSession(str(temp), providers=["CPUExecutionProvider"])
-        transforms = [build_component("transform", step, where=f"pipeline[{i}]") for i, step in enumerate(spec)]
-        reference = Detector(model, transforms, trained.classes, torch.device("cpu"))
-        candidate = OnnxDetector(session, metadata, out)
+        reference = pytorch_reference(trained, spec)
         samples = images if images is not None else sample_images()
-        # One image at a time on both sides: PyTorch would pad a list into one batch, which moves borders.
-        expected = [reference.predict(image) for image in samples]
         hint = f"; the trace froze values at {'; '.join(sorted(set(frozen)))[:600]}" if frozen else ""
-        try:
-            got = [candidate.predict(image) for image in samples]
-        except Exception as exc:  # onnxruntime's own error types: a graph that only runs at the trace size
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ExportError(f"{out}: onnxruntime cannot run the traced graph at another size ({first_line[:300]})"
-                              f"{hint}; nothing written") from None
-        differences = compare(expected, got, tolerance)
-        if not differences.within(tolerance):
-            raise ExportError(
-                f"{out}: ONNX Runtime differs from PyTorch beyond tolerance (box {tolerance.box} px, score "
-                f"{tolerance.score}, mask {tolerance.mask}): {differences.describe()}{hint}; nothing written"
-            )
+        candidate = OnnxDetector(session, metadata, out)
+        differences = check_against_pytorch(out, "ONNX Runtime", reference, candidate, samples, tolerance, hint)
         os.replace(temp, out)
     finally:
         temp.unlink(missing_ok=True)
     sizes = [tuple(candidate.pipeline.resize(image)[0].shape[:2]) for image in samples]
     return ExportReport(out, differences, sizes, metadata)
+
+
+def export_openvino(checkpoint: str | Path, out: str | Path, batch: int = 1, trace_size: tuple[int, int] = TRACE_SIZE,
+                    images: list[np.ndarray] | None = None, tolerance: Tolerance = Tolerance(),
+                    opset: int = OPSET) -> ExportReport:
+    """Export to OpenVINO IR (``out`` ``.xml`` and its ``.bin``) from the self-checked ONNX graph, checked again.
+
+    The ONNX file is made and checked as ``export_onnx`` does (in a temp folder), converted
+    by ``openvino.convert_model`` (float32 weights), the metadata stored as ``rt_info``
+    under ``detsdk``, and the result compared with PyTorch the same way before both files
+    are renamed into place.
+    """
+    import openvino
+
+    from detsdk.engine.predictor import inference_pipeline_spec, load_trained_model
+    from detsdk.export.metadata import PREFIX
+    from detsdk.export.openvino_runtime import OpenVinoSession, compile_for_cpu
+    from detsdk.export.runtime import OnnxDetector
+
+    out = Path(out)
+    if out.suffix != ".xml":
+        raise ExportError(f"--out {out}: an OpenVINO model is an .xml file (with its .bin beside it)")
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_report = export_onnx(checkpoint, Path(folder) / "model.onnx", batch, trace_size, images, tolerance, opset)
+        model = openvino.convert_model(str(onnx_report.path))
+    metadata = onnx_report.metadata
+    for key, value in metadata.to_props().items():
+        model.set_rt_info(value, ["detsdk", key.removeprefix(PREFIX)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp_xml = out.parent / f".{out.stem}.{os.getpid()}.tmp.xml"
+    temp_bin = temp_xml.with_suffix(".bin")
+    try:
+        openvino.save_model(model, str(temp_xml), compress_to_fp16=False)
+        core = openvino.Core()
+        session = OpenVinoSession(compile_for_cpu(core, core.read_model(str(temp_xml))))
+        trained = load_trained_model(checkpoint)
+        reference = pytorch_reference(trained, inference_pipeline_spec(trained.recipe))
+        samples = images if images is not None else sample_images()
+        candidate = OnnxDetector(session, metadata, out)
+        differences = check_against_pytorch(out, "OpenVINO", reference, candidate, samples, tolerance)
+        os.replace(temp_bin, out.with_suffix(".bin"))
+        os.replace(temp_xml, out)
+    finally:
+        temp_xml.unlink(missing_ok=True)
+        temp_bin.unlink(missing_ok=True)
+    return ExportReport(out, differences, onnx_report.checked_sizes, metadata)
