@@ -148,12 +148,11 @@ def export_onnx(
     graph = ExportGraph(model, pipeline)
     with torch.no_grad():  # masks are whatever the detector returns, not a list of known detectors
         graph.with_masks = "masks" in detections_for_export(model, graph.preprocess(example[:1]), [trace_size])[0]
-    with_masks = graph.with_masks
     metadata = ExportMetadata(
         classes=trained.classes, pipeline=pipeline, detector=str(trained.recipe["model"].get("type")),
         detsdk_version=__version__, recipe=dump_recipe(trained.recipe), cat_ids=trained.cat_ids,
         checkpoint_version=trained.version, batch=batch,
-        outputs=list(BOX_OUTPUTS) + [MASK_OUTPUT] * with_masks,
+        outputs=list(BOX_OUTPUTS) + [MASK_OUTPUT] * graph.with_masks,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

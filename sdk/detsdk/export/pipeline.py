@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from detsdk.builtin.transforms.geometric import Resize
+from detsdk.builtin.transforms.photometric import Normalize
 from detsdk.errors import ExportError
 
 SUPPORTED = ("resize", "normalize", "pad")
@@ -52,8 +53,6 @@ class InferencePipeline:
             elif kind == "normalize":
                 if "pad" in seen:
                     raise ExportError(f"{where}[{i}]: normalize after pad cannot be exported; pad after it")
-                from detsdk.builtin.transforms.photometric import Normalize
-
                 normalize = Normalize(**params)
                 values.update(mean=tuple(normalize.mean), std=tuple(normalize.std))
             else:
