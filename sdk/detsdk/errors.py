@@ -25,6 +25,10 @@ class CheckpointError(DetSDKError):
     """A checkpoint that is missing, corrupt or unsafe to load."""
 
 
+class ExportError(DetSDKError):
+    """A detector that cannot be exported, or an exported file that does not match its PyTorch model."""
+
+
 class TrainingError(DetSDKError):
     """Training cannot go on (a NaN or infinite loss, for example)."""
 

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 @attrs.frozen
 class Complexity:
-    """Counts for one forward pass in eval mode on a 1×3×H×W image."""
+    """Counts for one forward pass in eval mode (on a 1×3×H×W image unless a batch shape was given)."""
 
     parameters: int
     flops: int
@@ -42,17 +42,28 @@ def parameter_counts(model: nn.Module) -> tuple[int, int, dict[str, int]]:
 
 
 @torch.no_grad()
-def model_complexity(model: nn.Module, image_shape: tuple[int, int] = (800, 1333)) -> Complexity:
-    """Count ``model``'s parameters and the FLOPs of one eval forward on an ``image_shape`` (H, W) image.
+def model_complexity(model: nn.Module, image_shape: tuple[int, ...] = (800, 1333),
+                     dtype: torch.dtype = torch.float32) -> Complexity:
+    """Count ``model``'s parameters and the FLOPs of one eval forward on an ``image_shape`` image.
+
+    ``image_shape`` is ``(H, W)`` (one 3-channel image) or a whole ``(N, C, H, W)``
+    batch; ``dtype`` ``torch.uint8`` gives seeded 0-255 pixels (an exported graph's input).
 
     The image is seeded noise on the model's device (an all-zero image can
     change how many proposals a two-stage detector keeps). A detector whose
     ``forward`` takes ``image_sizes`` is given the image's size.
     """
-    height, width = (int(v) for v in image_shape)
+    shape = tuple(int(v) for v in image_shape)
+    shape = (1, 3, *shape) if len(shape) == 2 else shape
+    height, width = shape[-2:]
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
-    images = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+    generator = torch.Generator().manual_seed(0)
+    if dtype == torch.uint8:
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+    else:
+        images = torch.rand(shape, generator=generator, dtype=dtype)
+    images = images.to(device)
     total, trainable, modules = parameter_counts(model)
     was_training = model.training
     model.eval()

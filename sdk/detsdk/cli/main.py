@@ -75,8 +75,9 @@ def main(argv=None) -> None:
     cli.main(args=argv, prog_name="sdk")
 
 
-from detsdk.cli import analysis_commands, convert_commands, data_commands, info_commands, plot_commands, run_commands  # noqa: E402  (commands need ``cli`` defined first)
+from detsdk.cli import analysis_commands, convert_commands, data_commands, export_commands, info_commands, plot_commands, run_commands  # noqa: E402  (commands need ``cli`` defined first)
 
-for _module in (info_commands, run_commands, convert_commands, data_commands, plot_commands, analysis_commands):
+for _module in (info_commands, run_commands, convert_commands, data_commands, plot_commands, analysis_commands,
+                export_commands):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

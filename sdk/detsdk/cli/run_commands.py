@@ -147,7 +147,7 @@ def eval_command(recipe, overrides, work_dir, device, checkpoint, results):
 
 
 @click.command("predict")
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path), metavar="CHECKPOINT|MODEL.onnx")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for the drawn images and results.json (videos: drawn video and detections.jsonl).")
@@ -166,10 +166,11 @@ def predict_command(checkpoint, images, out_dir, score_thr, slice_size, overlap,
     """
     import cv2
 
-    from detsdk.engine.plots import draw_detections
-    from detsdk.engine.predictor import image_files, load_detector, read_image
-    from detsdk.engine.slicing import SliceSettings
+    from detsdk import load_detector
+    from detsdk.data.draw import draw_detections
+    from detsdk.detections import image_files, read_image
     from detsdk.engine.video import is_video
+    from detsdk.recipe.slice_options import SliceSettings
     from detsdk.errors import DataError
 
     detector = load_detector(checkpoint, device=device)

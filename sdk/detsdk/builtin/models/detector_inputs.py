@@ -23,7 +23,8 @@ def checked_image_sizes(
     """Each image's ``(h, w)`` before padding (default: the tensor's), checked against the batch and targets."""
     if image_sizes is None:
         image_sizes = [tuple(images.shape[-2:])] * images.shape[0]
-    image_sizes = [(int(h), int(w)) for h, w in image_sizes]
+    if not torch.jit.is_tracing():  # ONNX export traces the sizes, so the graph takes any height and width
+        image_sizes = [(int(h), int(w)) for h, w in image_sizes]
     if len(image_sizes) != images.shape[0]:
         raise ValueError(f"got {len(image_sizes)} image_sizes for {images.shape[0]} images")
     if training and (targets is None or len(targets) != images.shape[0]):
