@@ -17,12 +17,14 @@ def detsdk_register_backbones(register):
     register("mobilenet_v3", f"{_B}.models.mobilenet:MobileNetV3", description="torchvision MobileNetV3 large/small")
     register("convnext", f"{_B}.models.convnext:ConvNeXt", description="torchvision ConvNeXt tiny/small/base/large")
     register("swin", f"{_B}.models.swin:SwinTransformer", description="torchvision Swin Transformer t/s/b (v1, v2)")
+    register("cspnext", f"{_B}.models.cspnext:CSPNeXt", description="CSPNeXt (RTMDet), MMDetection's names")
 
 
 @hookimpl
 def detsdk_register_necks(register):
     """Feature pyramid network."""
     register("fpn", f"{_B}.models.fpn:FPN", description="Feature Pyramid Network (torchvision.ops)")
+    register("cspnext_pafpn", f"{_B}.models.cspnext_pafpn:CSPNeXtPAFPN", description="CSPNeXt PAFPN (RTMDet)")
 
 
 @hookimpl
@@ -42,6 +44,11 @@ def detsdk_register_heads(register):
     register("fcn_mask_head", f"{_B}.models.mask_head:FCNMaskHead", description="Mask R-CNN FCN mask head")
     register("retina_head", f"{_B}.models.retina_head:RetinaHead", description="RetinaNet dense head (focal loss)")
     register("fcos_head", f"{_B}.models.fcos_head:FCOSHead", description="FCOS dense head (centerness, GIoU)")
+    register(
+        "rtmdet_head",
+        f"{_B}.models.rtmdet_head:RTMDetHead",
+        description="RTMDet head: shared convs, per-level BN, dynamic soft labels, QFL + GIoU",
+    )
 
 
 @hookimpl
@@ -51,6 +58,7 @@ def detsdk_register_detectors(register):
     register("mask_rcnn", f"{_B}.models.mask_rcnn:build_mask_rcnn", description="Mask R-CNN")
     register("retinanet", f"{_B}.models.retinanet:build_retinanet", description="RetinaNet (one stage)")
     register("fcos", f"{_B}.models.fcos:build_fcos", description="FCOS (one stage, anchor free)")
+    register("rtmdet", f"{_B}.models.rtmdet:build_rtmdet", description="RTMDet (real-time one stage)")
 
 
 @hookimpl

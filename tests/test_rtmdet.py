@@ -1,0 +1,155 @@
+"""RTMDet: the dynamic soft label assigner, QFL and GIoU on hand-computed cases, and a tiny detector end to end."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from detsdk.builtin.models.cspnext import CSPNeXt
+from detsdk.builtin.models.cspnext_pafpn import CSPNeXtPAFPN
+from detsdk.builtin.models.distance_point_coder import bbox2distance, distance2bbox
+from detsdk.builtin.models.dynamic_soft_label_assigner import Assignment, DynamicSoftLabelAssigner
+from detsdk.builtin.models.quality_focal_loss import quality_focal_loss, quality_targets
+from detsdk.builtin.models.rtmdet import build_rtmdet, padded_targets
+from detsdk.builtin.models.rtmdet_head import RTMDetHead
+from detsdk.errors import DataError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_seed():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _priors(points, stride=8.0):
+    return torch.tensor([[x, y, stride, stride] for x, y in points], dtype=torch.float32)
+
+
+def test_qfl_is_bce_times_distance_to_the_quality_squared():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # sigmoid 0.5 and 0.75
+    quality = torch.tensor([[0.6, 0.0]])
+    loss = quality_focal_loss(logits, quality, beta=2.0)
+    # BCE(0, 0.6) = log 2 whatever the target; |0.6 - 0.5|^2 = 0.01. BCE(log 3, 0) = log 4; 0.75^2.
+    assert torch.allclose(loss, torch.tensor([[math.log(2) * 0.01, math.log(4) * 0.5625]]), atol=1e-6)
+
+
+def test_quality_targets_put_the_score_at_the_label_and_nothing_for_background():
+    targets = quality_targets(torch.tensor([1, 3, -1]), torch.tensor([0.7, 0.9, 0.5]), num_classes=3)
+    assert torch.equal(targets, torch.tensor([[0.0, 0.7, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+
+
+def test_distance_coder_round_trips_and_clips():
+    points = torch.tensor([[8.0, 8.0]])
+    boxes = distance2bbox(points, torch.tensor([[10.0, 3.0, 4.0, 50.0]]), max_shape=(32, 16))
+    assert boxes.tolist() == [[0.0, 5.0, 12.0, 32.0]]
+    assert bbox2distance(points, torch.tensor([[6.0, 5.0, 12.0, 13.0]])).tolist() == [[2.0, 3.0, 4.0, 5.0]]
+
+
+def test_assigner_takes_dynamic_k_cheapest_priors_inside_boxes_only():
+    # One 32-px box; four priors inside it, one outside. IoUs 1, 1, 0.5, 0.25 (and 1 outside, never a
+    # candidate): dynamic k = int(1 + 1 + 0.5 + 0.25) = 2, so the two exact boxes are positives.
+    priors = _priors([(8, 8), (24, 8), (8, 24), (24, 24), (40, 40)])
+    predicted = torch.tensor([[[0, 0, 32, 32], [0, 0, 32, 32], [0, 0, 16, 32], [0, 0, 16, 16], [0, 0, 32, 32]]])
+    result = DynamicSoftLabelAssigner(topk=13).assign(
+        priors, torch.zeros(1, 5, 1), predicted.float(), torch.tensor([[[0.0, 0, 32, 32]]]),
+        torch.tensor([[0]]), torch.tensor([[True]]),
+    )
+    assert result.foreground.tolist() == [[True, True, False, False, False]]
+    assert result.gt_index.tolist() == [[0, 0, -1, -1, -1]]
+    assert torch.allclose(result.iou, torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0]]))
+
+
+def test_assigner_gives_a_prior_claimed_twice_to_its_cheaper_box_and_ignores_padding():
+    # The prior (24, 8) lies in both boxes and each box's k is 1. Its prediction equals box B
+    # (IoU 1; with A: 512 / 1536 = 1/3). Costs: A 3 * -log(1/3) + log2 * (1/3 - 1/2)^2 + centre;
+    # B log2 * (1/2)^2 + the same centre: B is cheaper. Image 2 has only padding: all background.
+    priors = _priors([(24, 8), (60, 60)])
+    predicted = torch.tensor([[16.0, 0, 48, 32], [0, 0, 1, 1]]).expand(2, 2, 4)
+    gt_boxes = torch.tensor([[[0.0, 0, 32, 32], [16, 0, 48, 32]], [[0.0, 0, 32, 32], [0, 0, 0, 0]]])
+    valid = torch.tensor([[True, True], [False, False]])
+    result = DynamicSoftLabelAssigner().assign(
+        priors, torch.zeros(2, 2, 1), predicted, gt_boxes, torch.zeros(2, 2, dtype=torch.long), valid
+    )
+    assert result.gt_index.tolist() == [[1, -1], [-1, -1]]
+    assert torch.allclose(result.iou, torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+
+
+class _FixedAssigner:
+    """Prior 0 positive for box 0 with IoU 0.5; prior 1 background."""
+
+    def assign(self, priors, logits, boxes, gt_boxes, gt_labels, gt_valid):
+        return Assignment(torch.tensor([[0, -1]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[True, False]]))
+
+
+def test_head_losses_are_qfl_and_weighted_giou_over_the_iou_sum():
+    head = RTMDetHead(in_channels=8, num_classes=1, feat_channels=8, strides=[8])
+    head.assigner = _FixedAssigner()
+    priors = _priors([(1, 1), (50, 50)])
+    distances = torch.tensor([[[1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 2.0]]])  # prior 0 predicts [0, 0, 2, 2]
+    targets = {"boxes": torch.tensor([[[1.0, 1, 3, 3]]]), "labels": torch.tensor([[0]]), "valid": torch.tensor([[True]])}
+    losses = head.loss(priors, torch.zeros(1, 2, 1), distances, targets)
+    # QFL: the positive's quality 0.5 equals sigmoid(0): 0; the negative: log 2 * 0.5^2. Normaliser max(0.5, 1).
+    assert losses["loss_cls"].item() == pytest.approx(math.log(2) * 0.25, abs=1e-6)
+    # GIoU([0,0,2,2], [1,1,3,3]) = 1/7 - (9 - 7)/9; weight 2 * IoU 0.5.
+    giou = 1 / 7 - 2 / 9
+    assert losses["loss_bbox"].item() == pytest.approx(2 * 0.5 * (1 - giou), abs=1e-5)
+
+
+def _tiny_rtmdet(num_classes=3, exp_on_reg=False):
+    backbone = CSPNeXt(deepen_factor=0.167, widen_factor=0.125)
+    neck = CSPNeXtPAFPN(backbone.out_channels, out_channels=16, num_csp_blocks=1)
+    return build_rtmdet(backbone, neck, num_classes, {"type": "rtmdet_head", "feat_channels": 16, "exp_on_reg": exp_on_reg})
+
+
+@pytest.mark.parametrize("exp_on_reg", [False, True])
+def test_tiny_rtmdet_trains_every_parameter_and_predicts(exp_on_reg):
+    model = _tiny_rtmdet(exp_on_reg=exp_on_reg)
+    images = torch.randn(2, 3, 64, 64)
+    targets = [
+        {"boxes": torch.tensor([[4.0, 4, 40, 44], [30, 20, 60, 60]]), "labels": torch.tensor([0, 2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
+    model.train()
+    losses = model(images, targets)
+    assert set(losses) == {"loss_cls", "loss_bbox"} and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    untouched = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not untouched
+    model.eval()
+    with torch.no_grad():
+        detections = model(images)
+    assert len(detections) == 2 and set(detections[0]) == {"boxes", "scores", "labels"}
+    assert (detections[0]["boxes"][:, 2:] <= 64).all() and (detections[0]["labels"] < 3).all()
+
+
+def test_head_shares_tower_convs_across_levels_but_not_batch_norms():
+    head = _tiny_rtmdet().head
+    assert head.cls_convs[2][1].conv is head.cls_convs[0][1].conv
+    assert head.cls_convs[2][1].bn is not head.cls_convs[0][1].bn
+    assert "cls_convs.2.1.conv.weight" in head.state_dict()  # MMDetection's checkpoints list every level
+
+
+def test_padded_targets_mark_crowd_and_empty_boxes_invalid_and_check_labels():
+    targets = [
+        {"boxes": torch.tensor([[0.0, 0, 4, 4], [1, 1, 1, 5], [2, 2, 6, 6]]), "labels": torch.tensor([0, 1, 2]),
+         "iscrowd": torch.tensor([False, False, True])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)},
+    ]
+    padded = padded_targets(targets, num_classes=3, device=torch.device("cpu"))
+    assert padded["boxes"].shape == (2, 3, 4)
+    assert padded["valid"].tolist() == [[True, False, False], [False, False, False]]
+    with pytest.raises(DataError, match="below num_classes=2"):
+        padded_targets(targets, num_classes=2, device=torch.device("cpu"))
+
+
+def test_rtmdet_tiny_has_mmdetections_parameter_count():
+    # MMDetection's metafile rounds RTMDet-tiny (80 classes) to 4.8 M parameters; ours count 4.90 M.
+    backbone = CSPNeXt(deepen_factor=0.167, widen_factor=0.375)
+    neck = CSPNeXtPAFPN(backbone.out_channels, out_channels=96, num_csp_blocks=1)
+    model = build_rtmdet(backbone, neck, 80, {"type": "rtmdet_head", "feat_channels": 96})
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(4.85, abs=0.1)
