@@ -91,6 +91,10 @@ def detsdk_register_transforms(register):
     )
     register("expand", f"{_B}.transforms.expand:Expand", description="SSD zoom-out onto a mean canvas (train only)")
     register("cutout", f"{_B}.transforms.cutout:CutOut", description="Fill random rectangles with a colour")
+    register("mosaic", f"{_B}.transforms.mosaic:Mosaic", description="Mosaic of four samples (train only; cached variant)")
+    register("mixup", f"{_B}.transforms.mixup:MixUp", description="MixUp with another sample (train only; cached variant)")
+    register("random_resize", f"{_B}.transforms.random_resize:RandomResize", description="Resize by a random ratio")
+    register("yolox_hsv", f"{_B}.transforms.yolox_hsv:YOLOXHSVRandomAug", description="YOLOX's random HSV jitter")
 
 
 @hookimpl
