@@ -13,6 +13,7 @@ from typing import Any
 from detsdk.errors import RecipeError, suggest
 from detsdk.recipe.load import Recipe
 from detsdk.recipe.options import OPTION_CHECKS, check_option
+from detsdk.recipe.paramwise import check_paramwise
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"num_classes": "auto"},
@@ -167,6 +168,9 @@ def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path
             continue
         if kind == "dataset" and key in GENERIC_DATASET_KEYS and key not in parameters:
             _check_generic_dataset_key(recipe, item_path, value)
+            continue
+        if kind == "optimizer" and key == "paramwise" and key not in parameters:
+            check_paramwise(value, f"{recipe.source_of(item_path)}: {item_path}")
             continue
         if kind == "dataset" and key in NESTED_DATASET_KEYS and key in parameters:
             _validate_nested_datasets(recipe, registry, value, item_path)
