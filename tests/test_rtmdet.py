@@ -14,7 +14,7 @@ from detsdk.builtin.models.dynamic_soft_label_assigner import Assignment, Dynami
 from detsdk.builtin.models.quality_focal_loss import quality_focal_loss, quality_targets
 from detsdk.builtin.models.rtmdet import build_rtmdet, padded_targets
 from detsdk.builtin.models.rtmdet_head import RTMDetHead
-from detsdk.errors import DataError
+from detsdk.errors import DataError, RecipeError
 
 
 @pytest.fixture(autouse=True)
@@ -153,3 +153,15 @@ def test_rtmdet_tiny_has_mmdetections_parameter_count():
     neck = CSPNeXtPAFPN(backbone.out_channels, out_channels=96, num_csp_blocks=1)
     model = build_rtmdet(backbone, neck, 80, {"type": "rtmdet_head", "feat_channels": 96})
     assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(4.85, abs=0.1)
+
+
+def test_cspnext_loads_an_imagenet_file_with_mmdetections_prefix(tmp_path):
+    source = CSPNeXt(deepen_factor=0.167, widen_factor=0.125)
+    state = {f"backbone.{k}": v + 1 if v.is_floating_point() else v for k, v in source.state_dict().items()}
+    state["head.fc.weight"] = torch.zeros(1000, 96)  # the ImageNet classifier: not the backbone's
+    path = tmp_path / "cspnext_imagenet.pth"
+    torch.save({"state_dict": state, "meta": {}}, path)
+    loaded = CSPNeXt(deepen_factor=0.167, widen_factor=0.125, pretrained=str(path))
+    torch.testing.assert_close(loaded.stem[0].conv.weight, source.stem[0].conv.weight + 1)
+    with pytest.raises(RecipeError, match="path of a CSPNeXt .pth file"):
+        CSPNeXt(pretrained="DEFAULT")

@@ -67,6 +67,7 @@ def detsdk_register_datasets(register):
     register("coco", f"{_B}.data.coco:CocoDataset", description="COCO-format annotations (boxes, crowd as ignore)")
     register("shapes", f"{_B}.data.shapes:ShapesDataset", description="Synthetic shapes, written once as COCO")
     register("middle", f"{_B}.data.middle:MiddleDataset", description="MMDetection's middle format (JSON list)")
+    register("yolo", f"{_B}.data.yolo:YoloDataset", description="YOLO format (Ultralytics data.yaml, labels/*.txt)")
     register("repeat", f"{_B}.data.wrappers:RepeatDataset", description="A nested dataset repeated N times")
     register("concat", f"{_B}.data.wrappers:ConcatDataset", description="Nested datasets one after another")
 
