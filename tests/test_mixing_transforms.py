@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from conftest import painted_sample, tiny_recipe
+from conftest import painted_sample
 from test_augmentations import BACKGROUND, OBJECTS, assert_objects_on_their_pixels, objects_sample
 
 from detsdk.builtin.transforms.mixup import MixUp
 from detsdk.builtin.transforms.mosaic import Mosaic
 from detsdk.builtin.transforms.random_resize import RandomResize
 from detsdk.builtin.transforms.yolox_hsv import YOLOXHSVRandomAug
-from detsdk.data.loader import PipelineDataset, apply_pipeline, build_loader
-from detsdk.engine.build import build_dataset, build_transforms
+from detsdk.data.loader import apply_pipeline
 from detsdk.errors import RecipeError
 
 TRIALS = 20
@@ -141,22 +139,3 @@ def test_mixing_transform_outside_a_dataset_is_a_recipe_error():
         apply_pipeline(objects_sample(), [Mosaic(img_scale=[64, 64])])
     with pytest.raises(RecipeError, match="max_cached_images"):
         Mosaic(max_cached_images=2)
-
-
-def test_mosaic_and_mixup_samples_are_seeded_per_sample_for_exact_resume(tmp_path):
-    spec = tiny_recipe(tmp_path)["data"]["train"]
-    spec["pipeline"][:0] = [{"type": "mosaic", "img_scale": [32, 32]}, {"type": "mixup", "img_scale": [64, 64]},
-                            {"type": "resize", "scale": [64, 64], "keep_ratio": False}]
-    dataset = PipelineDataset(build_dataset(spec, "data.train"), build_transforms(spec, "data.train"))
-    dataset.seed_samples(7)
-
-    def images(num_workers: int, epoch: int, start: int) -> list[torch.Tensor]:
-        loader = build_loader(dataset, 2, num_workers, shuffle=True, seed=7, persistent_workers=True)
-        loader.sampler.set_epoch(epoch, start)
-        dataset.set_epoch(epoch)
-        return [batch[0] for batch in loader]
-
-    whole = images(0, epoch=1, start=0)
-    assert all(torch.equal(a, b) for a, b in zip(whole, images(2, epoch=1, start=0)))
-    assert all(torch.equal(a, b) for a, b in zip(whole[2:], images(1, epoch=1, start=4)))  # resumed mid-epoch
-    assert not torch.equal(whole[0], images(0, epoch=2, start=0)[0])
