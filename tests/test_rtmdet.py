@@ -157,3 +157,22 @@ def test_cspnext_loads_an_imagenet_file_with_mmdetections_prefix(tmp_path):
     torch.testing.assert_close(loaded.stem[0].conv.weight, source.stem[0].conv.weight + 1)
     with pytest.raises(RecipeError, match="path of a CSPNeXt .pth file"):
         CSPNeXt(pretrained="DEFAULT")
+
+
+def test_rtmdet_trains_through_the_engine_with_its_coco_pipeline_on_shapes(tmp_path):
+    from conftest import REPO
+
+    from detsdk import Engine
+
+    pipeline = (
+        '[{type="mosaic", img_scale=[64, 64]}, {type="random_resize", scale=[128, 128], ratio_range=[0.5, 2.0]},'
+        ' {type="random_crop", crop_size=[64, 64], allow_negative_crop=true}, {type="yolox_hsv"}, {type="random_flip"},'
+        ' {type="pad", size=[64, 64], pad_value=114}, {type="mixup", img_scale=[64, 64], ratio_range=[1.0, 1.0]},'
+        ' {type="normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]}]'
+    )
+    overrides = [f'runtime.work_dir="{tmp_path}"', "train.iters=2", "data.batch_size=2", "data.num_workers=0",
+                 "runtime.plot_samples=0", "data.train.num_images=6", "data.val.num_images=2",
+                 "data.train.image_size=64", "data.val.image_size=64", f"data.train.pipeline={pipeline}"]
+    engine = Engine.from_recipe(str(REPO / "examples" / "quickstart" / "rtmdet.toml"), overrides=overrides)
+    metrics = engine.fit()
+    assert "bbox_mAP" in metrics and engine.iteration == 2
