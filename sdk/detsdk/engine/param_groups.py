@@ -23,7 +23,7 @@ def param_groups(
     again through another module (shared weights) is skipped with ``bypass_duplicate``, an
     error otherwise (as MMDetection). Groups are in the order their first parameter appears.
 
-    >>> groups = param_groups(model, 0.05, norm_decay_mult=0, bias_decay_mult=0, bypass_duplicate=True)  # doctest: +SKIP
+    >>> param_groups(model, 0.05, norm_decay_mult=0, bias_decay_mult=0, bypass_duplicate=True)  # doctest: +SKIP
     """
     groups: dict[float, list] = {}
     seen: set[int] = set()

@@ -26,7 +26,8 @@ def check_paramwise(value: Any, where: str) -> dict[str, Any]:
     for key, item in value.items():
         if key not in PARAMWISE_DEFAULTS:
             raise RecipeError(
-                f"{where}.{key}: unknown key{suggest(key, list(PARAMWISE_DEFAULTS))}; valid: {', '.join(PARAMWISE_DEFAULTS)}"
+                f"{where}.{key}: unknown key{suggest(key, list(PARAMWISE_DEFAULTS))}; "
+                f"valid: {', '.join(PARAMWISE_DEFAULTS)}"
             )
         if key == "bypass_duplicate":
             if not isinstance(item, bool):

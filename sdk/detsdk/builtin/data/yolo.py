@@ -208,7 +208,9 @@ class YoloDataset(RecordsDataset):
             "boxes": boxes,
             "labels": np.array([label for label, _ in objects], np.int64),
             "iscrowd": np.zeros(len(objects), bool),
-            "meta": {"image_id": record["image_id"], "file": record["file"], "ori_shape": (height, width), "index": index},
+            "meta": {
+                "image_id": record["image_id"], "file": record["file"], "ori_shape": (height, width), "index": index,
+            },
         }
         if self.with_masks:
             masks = np.zeros((len(objects), height, width), np.uint8)

@@ -13,7 +13,9 @@ from detsdk.errors import RecipeError
 
 # Per stage: in_channels, out_channels, num_blocks, add_identity, use_spp (before widen/deepen factors).
 ARCH_SETTINGS = {
-    "P5": [[64, 128, 3, True, False], [128, 256, 6, True, False], [256, 512, 6, True, False], [512, 1024, 3, False, True]],
+    "P5": [
+        [64, 128, 3, True, False], [128, 256, 6, True, False], [256, 512, 6, True, False], [512, 1024, 3, False, True],
+    ],
     "P6": [
         [64, 128, 3, True, False], [128, 256, 6, True, False], [256, 512, 6, True, False],
         [512, 768, 3, True, False], [768, 1024, 3, False, True],

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def distance2bbox(points: torch.Tensor, distances: torch.Tensor, max_shape: tuple[int, int] | None = None) -> torch.Tensor:
+def distance2bbox(
+    points: torch.Tensor, distances: torch.Tensor, max_shape: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Boxes ``x1 y1 x2 y2`` from points ``(..., 2)`` and distances ``(..., 4)`` to the left, top, right, bottom.
 
     With ``max_shape`` ``(h, w)`` the boxes are clipped to the image.

@@ -20,8 +20,8 @@ def quality_focal_loss(logits: torch.Tensor, quality: torch.Tensor, beta: float 
     >>> round(quality_focal_loss(torch.zeros(1, 1), torch.ones(1, 1)).item(), 4)  # log(2) * 0.5**2
     0.1733
     """
-    probability = logits.sigmoid()
-    return F.binary_cross_entropy_with_logits(logits, quality, reduction="none") * (quality - probability).abs().pow(beta)
+    modulation = (quality - logits.sigmoid()).abs().pow(beta)
+    return F.binary_cross_entropy_with_logits(logits, quality, reduction="none") * modulation
 
 
 def quality_targets(labels: torch.Tensor, scores: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -83,12 +83,9 @@ class RTMDetHead(nn.Module):
         padding = pred_kernel_size // 2
         for _ in self.strides:
             channels = [in_channels] + [feat_channels] * stacked_convs
-            self.cls_convs.append(
-                nn.ModuleList(conv_module(channels[i], feat_channels, 3, depthwise=depthwise) for i in range(stacked_convs))
-            )
-            self.reg_convs.append(
-                nn.ModuleList(conv_module(channels[i], feat_channels, 3, depthwise=depthwise) for i in range(stacked_convs))
-            )
+            for towers in (self.cls_convs, self.reg_convs):
+                convs = (conv_module(channels[i], feat_channels, 3, depthwise=depthwise) for i in range(stacked_convs))
+                towers.append(nn.ModuleList(convs))
             self.rtm_cls.append(nn.Conv2d(feat_channels, num_classes, pred_kernel_size, padding=padding))
             self.rtm_reg.append(nn.Conv2d(feat_channels, 4, pred_kernel_size, padding=padding))
         self._init_weights(prior_prob)
@@ -218,7 +215,8 @@ class RTMDetHead(nn.Module):
                 points = candidates // self.num_classes
                 kept_scores.append(top.values)
                 kept_labels.append(candidates % self.num_classes)
-                kept_boxes.append(self.box_coder.decode(level_priors[points, :2], level_distances[points].float(), size))
+                boxes = self.box_coder.decode(level_priors[points, :2], level_distances[points].float(), size)
+                kept_boxes.append(boxes)
             boxes, scores, labels = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
             has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, scores, labels = boxes[has_area], scores[has_area], labels[has_area]

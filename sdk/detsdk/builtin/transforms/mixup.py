@@ -97,9 +97,8 @@ class MixUp:
         canvas = np.full((height, width) + other_image.shape[2:], self.pad_val, dtype=np.float32)
         ratio = min(height / other_image.shape[0], width / other_image.shape[1])
         fitted_w, fitted_h = int(other_image.shape[1] * ratio), int(other_image.shape[0] * ratio)
-        canvas[:fitted_h, :fitted_w] = resized(other_image.reshape(*other_image.shape[:2], -1), fitted_w, fitted_h).reshape(
-            (fitted_h, fitted_w) + other_image.shape[2:]
-        )
+        fitted = resized(other_image.reshape(*other_image.shape[:2], -1), fitted_w, fitted_h)
+        canvas[:fitted_h, :fitted_w] = fitted.reshape((fitted_h, fitted_w) + other_image.shape[2:])
         ratio *= jitter
         canvas = resized(canvas.reshape(height, width, -1), int(width * jitter), int(height * jitter))
         if flip:
@@ -132,6 +131,7 @@ class MixUp:
 
     def __repr__(self) -> str:
         return (
-            f"MixUp(img_scale={list(self.img_scale)}, ratio_range={list(self.ratio_range)}, flip_ratio={self.flip_ratio}, "
-            f"pad_val={self.pad_val}, prob={self.prob}, max_cached_images={self.max_cached_images})"
+            f"MixUp(img_scale={list(self.img_scale)}, ratio_range={list(self.ratio_range)}, "
+            f"flip_ratio={self.flip_ratio}, pad_val={self.pad_val}, prob={self.prob}, "
+            f"max_cached_images={self.max_cached_images})"
         )

@@ -51,7 +51,8 @@ def resized(image: np.ndarray, width: int, height: int, nearest: bool = False) -
     """``image`` (H×W×C, C may be many) at ``width × height``."""
     interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     if image.shape[2] > 512:  # cv2.resize takes at most 512 channels
-        return np.concatenate([resized(image[..., i : i + 512], width, height, nearest) for i in range(0, image.shape[2], 512)], 2)
+        chunks = [resized(image[..., i : i + 512], width, height, nearest) for i in range(0, image.shape[2], 512)]
+        return np.concatenate(chunks, 2)
     out = cv2.resize(image, (width, height), interpolation=interpolation)
     return out.reshape(height, width, -1)
 

@@ -27,7 +27,8 @@ class RandomResize(Resize):
         ratio_range: list[float] = [0.5, 2.0],  # noqa: B006
         keep_ratio: bool = True,
     ):
-        if not (isinstance(scale, (list, tuple)) and len(scale) == 2 and all(isinstance(v, int) and v > 0 for v in scale)):
+        pair = isinstance(scale, (list, tuple)) and len(scale) == 2
+        if not (pair and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in scale)):
             raise RecipeError(f"random_resize: scale = {scale!r}: expected [width, height], two positive integers")
         super().__init__(scale=list(scale), keep_ratio=keep_ratio)
         self.ratio_range = check_range("random_resize", "ratio_range", ratio_range)
@@ -40,4 +41,7 @@ class RandomResize(Resize):
         return float(int(width * ratio)), float(int(height * ratio))
 
     def __repr__(self) -> str:
-        return f"RandomResize(scale={list(self.scales[0])}, ratio_range={list(self.ratio_range)}, keep_ratio={self.keep_ratio})"
+        return (
+            f"RandomResize(scale={list(self.scales[0])}, ratio_range={list(self.ratio_range)}, "
+            f"keep_ratio={self.keep_ratio})"
+        )

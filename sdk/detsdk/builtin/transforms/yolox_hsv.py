@@ -21,7 +21,8 @@ class YOLOXHSVRandomAug:
     """
 
     def __init__(self, hue_delta: int = 5, saturation_delta: int = 30, value_delta: int = 30):
-        for key, value in (("hue_delta", hue_delta), ("saturation_delta", saturation_delta), ("value_delta", value_delta)):
+        deltas = {"hue_delta": hue_delta, "saturation_delta": saturation_delta, "value_delta": value_delta}
+        for key, value in deltas.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise RecipeError(f"yolox_hsv: {key} = {value!r}: expected an integer >= 0")
         self.deltas = np.array([hue_delta, saturation_delta, value_delta], dtype=np.float64)
