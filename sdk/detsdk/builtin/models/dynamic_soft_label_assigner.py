@@ -89,7 +89,8 @@ class DynamicSoftLabelAssigner:
         center_cost = torch.pow(10.0, distance - self.soft_center_radius)
 
         ious = torch.stack([box_iou(b, g) for b, g in zip(boxes, gt_boxes)])  # (B, P, G)
-        ious = torch.where(pair_valid, ious, torch.zeros_like(ious))
+        # Inverted predictions (distances may be negative without exp_on_reg) can make a union 0 or below.
+        ious = torch.where(pair_valid, ious.nan_to_num(0.0).clamp(0.0, 1.0), torch.zeros_like(ious))
         iou_cost = -torch.log(ious + EPS) * self.iou_weight
 
         probability = logits.sigmoid()
