@@ -176,3 +176,64 @@ def test_rtmdet_trains_through_the_engine_with_its_coco_pipeline_on_shapes(tmp_p
     engine = Engine.from_recipe(str(REPO / "examples" / "quickstart" / "rtmdet.toml"), overrides=overrides)
     metrics = engine.fit()
     assert "bbox_mAP" in metrics and engine.iteration == 2
+
+
+def _reference_assign(priors, logits, boxes, gt_boxes, gt_labels, topk=13, radius=3.0, iou_weight=3.0):
+    """MMDetection's DynamicSoftLabelAssigner.assign for one image, step by step as its source does it
+    (valid priors only, a (priors, boxes, classes) class cost, a loop over boxes): gt index or -1, and IoU."""
+    import torch.nn.functional as F
+    from torchvision.ops import box_iou
+
+    num_gt, num_priors = len(gt_boxes), len(priors)
+    assigned, overlaps = torch.full((num_priors,), -1), torch.zeros(num_priors)
+    centers = priors[:, :2]
+    deltas = torch.cat([centers[:, None] - gt_boxes[:, :2], gt_boxes[:, 2:] - centers[:, None]], dim=-1)
+    valid = (deltas.min(dim=-1).values > 0).sum(dim=1) > 0
+    if not valid.any():
+        return assigned, overlaps
+    gt_center = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
+    distance = (priors[valid][:, None, :2] - gt_center[None]).pow(2).sum(-1).sqrt() / priors[valid][:, 2:3]
+    ious = box_iou(boxes[valid], gt_boxes)
+    onehot = F.one_hot(gt_labels, logits.shape[-1]).float()[None].repeat(int(valid.sum()), 1, 1)
+    scores = logits[valid][:, None].repeat(1, num_gt, 1)
+    soft = onehot * ious[..., None]
+    cls_cost = (F.binary_cross_entropy_with_logits(scores, soft, reduction="none")
+                * (soft - scores.sigmoid()).abs().pow(2)).sum(-1)
+    cost = cls_cost - torch.log(ious + 1e-7) * iou_weight + torch.pow(10, distance - radius)
+    matching = torch.zeros_like(cost, dtype=torch.uint8)
+    dynamic_ks = torch.clamp(ious.topk(min(topk, len(ious)), dim=0).values.sum(0).int(), min=1)
+    for g in range(num_gt):
+        matching[cost[:, g].topk(int(dynamic_ks[g]), largest=False).indices, g] = 1
+    twice = matching.sum(1) > 1
+    if twice.any():
+        matching[twice] = 0
+        matching[twice, cost[twice].argmin(1)] = 1
+    fg = matching.sum(1) > 0
+    index = torch.nonzero(valid).squeeze(1)[fg]
+    assigned[index] = matching[fg].argmax(1)
+    overlaps[index] = (matching * ious).sum(1)[fg]
+    return assigned, overlaps
+
+
+def test_batched_assigner_matches_mmdetections_per_image_algorithm_on_random_cases():
+    torch.manual_seed(3)
+    assigner = DynamicSoftLabelAssigner()
+    head = RTMDetHead(in_channels=8, num_classes=4, feat_channels=8)
+    priors = head.priors([(8, 8), (4, 4), (2, 2)], torch.device("cpu"))
+    batch, counts = 3, [5, 2, 0]
+    logits = torch.randn(batch, len(priors), 4)
+    corners = torch.rand(batch, len(priors), 2) * 64
+    boxes = torch.cat([corners, corners + 4 + torch.rand(batch, len(priors), 2) * 30], dim=-1)
+    gt_boxes, gt_labels = torch.zeros(batch, 5, 4), torch.zeros(batch, 5, dtype=torch.long)
+    gt_valid = torch.zeros(batch, 5, dtype=torch.bool)
+    for b, count in enumerate(counts):
+        start = torch.rand(count, 2) * 40
+        gt_boxes[b, :count] = torch.cat([start, start + 8 + torch.rand(count, 2) * 24], dim=-1)
+        gt_labels[b, :count] = torch.randint(0, 4, (count,))
+        gt_valid[b, :count] = True
+    result = assigner.assign(priors, logits, boxes, gt_boxes, gt_labels, gt_valid)
+    assert result.foreground[:2].any()
+    for b, count in enumerate(counts):
+        expected, overlaps = _reference_assign(priors, logits[b], boxes[b], gt_boxes[b, :count], gt_labels[b, :count])
+        assert result.gt_index[b].tolist() == expected.tolist()
+        torch.testing.assert_close(result.iou[b], overlaps)
