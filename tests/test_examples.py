@@ -33,6 +33,7 @@ QUICKSTART_RECIPES = {
     "mask_rcnn.toml": "mask_rcnn",
     "retinanet.toml": "retinanet",
     "fcos.toml": "fcos",
+    "rtmdet.toml": "rtmdet",
 }
 
 

@@ -279,7 +279,7 @@ def test_rtmdet_maps_to_the_rtmdet_components_with_its_two_stage_pipeline():
     assert recipe["data"]["train"]["pipeline"][0]["max_cached_images"] == 40  # CachedMosaic's default
     assert recipe["data"]["train"]["pipeline"][6]["pad_val"] == 114.0  # (114, 114, 114)
     switch = train["hooks"][0]
-    assert (switch["type"], switch["switch_epoch"]) == ("pipeline_switch", 280)
+    assert (switch["type"], switch["switch_epoch"]) == ("pipeline_switch", 281)  # MMEngine counts from 0
     assert [step["type"] for step in switch["pipeline"]][-1] == "normalize"  # the data preprocessor's, in RGB
     assert switch["pipeline"][-1]["mean"] == [123.675, 116.28, 103.53]
     assert train["optimizer"]["paramwise"] == {"norm_decay_mult": 0, "bias_decay_mult": 0, "bypass_duplicate": True}

@@ -17,6 +17,11 @@ RECIPES = REPO / "sdk" / "detsdk" / "recipes"
 SHIPPED = sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.toml"))
 TOP_LEVEL = [name for name in SHIPPED if "/" not in name]
 FINETUNE = REPO / "examples" / "finetune" / "recipe.toml"
+# RTMDet's recipes switch pipelines with train.hooks (pipeline_switch, issue #10): until that lands they
+# are validated without it (test_rtmdet_recipes_validate_apart_from_their_stage_two_hook). Re-enable at merge.
+RTMDET = [name for name in SHIPPED if name.startswith("rtmdet/")]
+RTMDET_SIZES = {"tiny": (0.167, 0.375, 96, 1, False), "s": (0.33, 0.5, 128, 1, False), "m": (0.67, 0.75, 192, 2, True),
+                "l": (1.0, 1.0, 256, 3, True), "x": (1.33, 1.25, 320, 4, True)}
 
 
 def test_the_zoo_ships_mmdetections_base_layout_and_top_level_recipes():
@@ -102,7 +107,7 @@ def test_sdk_list_recipe_shows_the_top_level_recipes_not_the_bases():
     result = CliRunner().invoke(cli, ["list", "recipe"])
     assert result.exit_code == 0, result.output
     listed = {line.strip() for line in result.output.splitlines() if line.strip().startswith("detsdk:")}
-    assert listed == {f"detsdk:{name}" for name in TOP_LEVEL}
+    assert listed == {f"detsdk:{name}" for name in TOP_LEVEL + RTMDET}  # model folders (rtmdet/) too
 
 
 def test_package_data_globs_ship_every_recipe_file():
@@ -126,3 +131,24 @@ def test_the_finetune_example_resolves_and_validates_with_the_seed_documents_set
     }
     assert config["runtime"]["load_from"].endswith(".pth")
     assert config["data"]["train"]["type"] == "coco" and Path(config["data"]["train"]["ann_file"]).suffix == ".json"
+
+
+@pytest.mark.parametrize("size", list(RTMDET_SIZES))
+def test_rtmdet_recipes_follow_mmdetection_with_a_stage_two_for_the_last_20_epochs(size):
+    from detsdk.engine.build import build_transforms
+
+    recipe = load_recipe(RECIPES / "rtmdet" / f"rtmdet_{size}_8xb32-300e_coco.toml")
+    validate_recipe(recipe)
+    data = recipe.data
+    (switch,) = data["train"]["hooks"]
+    # Epochs 281-300 (1-based) run stage two: MMEngine's switch_epoch = 280 counts completed epochs.
+    assert switch["type"] == "pipeline_switch" and switch["switch_epoch"] == 281
+    stage_two = build_transforms(switch, "train.hooks[0]")
+    assert [type(t).__name__ for t in stage_two][:2] == ["RandomResize", "RandomCrop"]
+    deepen, widen, channels, blocks, exp_on_reg = RTMDET_SIZES[size]
+    model = data["model"]
+    assert (model["backbone"]["deepen_factor"], model["backbone"]["widen_factor"]) == (deepen, widen)
+    assert (model["neck"]["out_channels"], model["neck"]["num_csp_blocks"]) == (channels, blocks)
+    assert (model["head"]["feat_channels"], model["head"]["exp_on_reg"]) == (channels, exp_on_reg)
+    assert data["train"]["optimizer"]["lr"] == 0.004 and data["train"]["ema"]["momentum"] == 0.0002
+    assert data["train"]["scheduler"]["begin"] == 150 and data["train"]["epochs"] == 300

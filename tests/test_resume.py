@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_recipe, write_recipe
 
@@ -118,9 +119,14 @@ def test_sigkill_mid_epoch_then_resume_ends_with_equal_weights(tmp_path):
     assert evaluations == [(r["iter"], r["bbox_mAP"]) for r in RunLog(straight).read() if r["mode"] == "val"]
 
 
-def test_seeded_samples_do_not_depend_on_workers_or_where_the_epoch_starts(tmp_path):
+MIXING = [{"type": "mosaic", "img_scale": [32, 32]}, {"type": "mixup", "img_scale": [64, 64]},
+          {"type": "resize", "scale": [64, 64], "keep_ratio": False}]
+
+
+@pytest.mark.parametrize("mixing", [[], MIXING], ids=["photometric", "mosaic+mixup"])
+def test_seeded_samples_do_not_depend_on_workers_or_where_the_epoch_starts(tmp_path, mixing):
     spec = tiny_recipe(tmp_path)["data"]["train"]
-    spec["pipeline"].insert(0, {"type": "photometric_distortion"})
+    spec["pipeline"][:0] = mixing + [{"type": "photometric_distortion"}]  # mosaic draws its other samples seeded
     from detsdk.engine.build import build_dataset
 
     dataset = PipelineDataset(build_dataset(spec, "data.train"), build_transforms(spec, "data.train"))

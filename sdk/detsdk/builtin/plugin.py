@@ -17,12 +17,14 @@ def detsdk_register_backbones(register):
     register("mobilenet_v3", f"{_B}.models.mobilenet:MobileNetV3", description="torchvision MobileNetV3 large/small")
     register("convnext", f"{_B}.models.convnext:ConvNeXt", description="torchvision ConvNeXt tiny/small/base/large")
     register("swin", f"{_B}.models.swin:SwinTransformer", description="torchvision Swin Transformer t/s/b (v1, v2)")
+    register("cspnext", f"{_B}.models.cspnext:CSPNeXt", description="CSPNeXt (RTMDet), MMDetection's names")
 
 
 @hookimpl
 def detsdk_register_necks(register):
     """Feature pyramid network."""
     register("fpn", f"{_B}.models.fpn:FPN", description="Feature Pyramid Network (torchvision.ops)")
+    register("cspnext_pafpn", f"{_B}.models.cspnext_pafpn:CSPNeXtPAFPN", description="CSPNeXt PAFPN (RTMDet)")
 
 
 @hookimpl
@@ -42,6 +44,11 @@ def detsdk_register_heads(register):
     register("fcn_mask_head", f"{_B}.models.mask_head:FCNMaskHead", description="Mask R-CNN FCN mask head")
     register("retina_head", f"{_B}.models.retina_head:RetinaHead", description="RetinaNet dense head (focal loss)")
     register("fcos_head", f"{_B}.models.fcos_head:FCOSHead", description="FCOS dense head (centerness, GIoU)")
+    register(
+        "rtmdet_head",
+        f"{_B}.models.rtmdet_head:RTMDetHead",
+        description="RTMDet head: shared convs, per-level BN, dynamic soft labels, QFL + GIoU",
+    )
 
 
 @hookimpl
@@ -51,6 +58,7 @@ def detsdk_register_detectors(register):
     register("mask_rcnn", f"{_B}.models.mask_rcnn:build_mask_rcnn", description="Mask R-CNN")
     register("retinanet", f"{_B}.models.retinanet:build_retinanet", description="RetinaNet (one stage)")
     register("fcos", f"{_B}.models.fcos:build_fcos", description="FCOS (one stage, anchor free)")
+    register("rtmdet", f"{_B}.models.rtmdet:build_rtmdet", description="RTMDet (real-time one stage)")
 
 
 @hookimpl
@@ -59,6 +67,7 @@ def detsdk_register_datasets(register):
     register("coco", f"{_B}.data.coco:CocoDataset", description="COCO-format annotations (boxes, crowd as ignore)")
     register("shapes", f"{_B}.data.shapes:ShapesDataset", description="Synthetic shapes, written once as COCO")
     register("middle", f"{_B}.data.middle:MiddleDataset", description="MMDetection's middle format (JSON list)")
+    register("yolo", f"{_B}.data.yolo:YoloDataset", description="YOLO format (Ultralytics data.yaml, labels/*.txt)")
     register("repeat", f"{_B}.data.wrappers:RepeatDataset", description="A nested dataset repeated N times")
     register("concat", f"{_B}.data.wrappers:ConcatDataset", description="Nested datasets one after another")
 
@@ -83,6 +92,10 @@ def detsdk_register_transforms(register):
     )
     register("expand", f"{_B}.transforms.expand:Expand", description="SSD zoom-out onto a mean canvas (train only)")
     register("cutout", f"{_B}.transforms.cutout:CutOut", description="Fill random rectangles with a colour")
+    register("mosaic", f"{_B}.transforms.mosaic:Mosaic", description="Mosaic of four samples (train only; cached variant)")
+    register("mixup", f"{_B}.transforms.mixup:MixUp", description="MixUp with another sample (train only; cached variant)")
+    register("random_resize", f"{_B}.transforms.random_resize:RandomResize", description="Resize by a random ratio")
+    register("yolox_hsv", f"{_B}.transforms.yolox_hsv:YOLOXHSVRandomAug", description="YOLOX's random HSV jitter")
 
 
 @hookimpl

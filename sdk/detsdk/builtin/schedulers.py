@@ -66,13 +66,29 @@ def cosine(
     min_lr_ratio: float = 0.0,
     warmup_iters: int = 0,
     warmup_ratio: float = 0.001,
+    begin: int = 0,
+    unit: str = "epoch",
 ) -> LRScheduler:
-    """Cosine annealing from the base lr to ``min_lr_ratio * base lr`` at ``total_iters``."""
+    """Cosine annealing from the base lr to ``min_lr_ratio * base lr`` at ``total_iters``.
+
+    ``begin`` (in ``unit``: ``"epoch"`` or ``"iter"``) holds the lr flat until then and anneals
+    over the rest (MMDetection's ``CosineAnnealingLR`` with ``begin``; RTMDet: ``begin = 150``
+    of 300 epochs, ``min_lr_ratio = 0.05``).
+    """
     _check_common("cosine", total_iters, iters_per_epoch, warmup_iters, warmup_ratio)
     _check_ratio("cosine", "min_lr_ratio", min_lr_ratio)
+    if unit not in ("epoch", "iter"):
+        raise RecipeError(f"scheduler 'cosine': unit must be \"epoch\" or \"iter\", got {unit!r}")
+    if not _is_int(begin) or begin < 0:
+        raise RecipeError(f"scheduler 'cosine': begin must be an integer >= 0, got {begin!r}")
+    start = begin * iters_per_epoch if unit == "epoch" else begin
+    if start >= total_iters:
+        raise RecipeError(
+            f"scheduler 'cosine': begin = {begin} ({unit}) is at or past the end of training ({total_iters} iterations)"
+        )
 
     def schedule(iteration: int) -> float:
-        progress = min(iteration / total_iters, 1.0)
+        progress = min(max(iteration - start, 0) / (total_iters - start), 1.0)
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return _lambda_lr(optimizer, schedule, warmup_iters, warmup_ratio)

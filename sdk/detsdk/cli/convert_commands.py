@@ -25,7 +25,7 @@ def convert_group():
 @click.option("--strict", is_flag=True, help="Fail, writing nothing, unless every weight is placed and filled.")
 @debug_option
 def convert_mmdet(checkpoint, recipe, out, overrides, strict):
-    """Convert an MMDetection 2.x/3.x CHECKPOINT (Faster R-CNN, Mask R-CNN, RetinaNet, FCOS; ResNet FPN).
+    """Convert an MMDetection 2.x/3.x CHECKPOINT (Faster R-CNN, Mask R-CNN, RetinaNet, FCOS; ResNet FPN) or 3.x RTMDet.
 
     Keys are renamed to det-sdk's, the background row moves from last to first, and every
     weight that could not be placed (and every det-sdk weight left unfilled) is listed. The

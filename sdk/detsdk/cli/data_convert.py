@@ -20,7 +20,7 @@ import click
 from detsdk.cli.options import debug_option
 from detsdk.errors import DataError, RecipeError
 
-TARGETS = ("coco",)
+TARGETS = ("coco", "yolo")
 
 
 @click.command("convert")
@@ -32,12 +32,12 @@ TARGETS = ("coco",)
 @click.option("--split", default="train", show_default=True, help="The recipe's data.<split> table to convert.")
 @click.option("--to", "target", type=click.Choice(TARGETS), default="coco", show_default=True, help="Output format.")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="The JSON file to write (for cityscapes: a folder, one file per split).")
+              help="The JSON file to write (for cityscapes and --to yolo: a folder).")
 @click.option("--images", "images_root", type=click.Path(path_type=Path),
               help="Write file_name relative to this folder (then use images = this folder in a coco table).")
 @debug_option
 def convert(source, params, recipe, split, target, out, images_root):
-    """Convert a dataset's annotations to COCO JSON (boxes, classes, ignore regions as iscrowd = 1).
+    """Convert a dataset's annotations to COCO JSON (boxes, classes, ignore regions as iscrowd = 1), or to YOLO.
 
     \b
     sdk data convert --from voc --param root=data/VOCdevkit/VOC2007 --param split=trainval --out voc07.json
@@ -45,6 +45,8 @@ def convert(source, params, recipe, split, target, out, images_root):
         --param images=data/WIDERFace/WIDER_val/images --out widerface_val.json
     sdk data convert --from middle --param ann_file=train.json --param 'class_names=["cat","dog"]' --out train_coco.json
     sdk data convert --recipe recipe.toml --split val --out val.json
+    sdk data convert --from yolo --param data_yaml=coco8/data.yaml --param split=val --out val.json
+    sdk data convert --from coco --param ann_file=val.json --param images=val2017 --to yolo --split val --out yolo_tree
     sdk data convert --from cityscapes --param root=data/cityscapes --out data/cityscapes/annotations
     """
     spec = _dataset_table(source, params, recipe, split)
@@ -61,6 +63,16 @@ def convert(source, params, recipe, split, target, out, images_root):
     while isinstance(dataset, RepeatDataset):  # its repeats would be the same images again
         click.echo(f"note: {spec['type']} repeats its images {dataset.times} times; each is written once")
         dataset = dataset.dataset
+    if target == "yolo":
+        from detsdk.builtin.data.yolo_writer import write_yolo
+
+        written = write_yolo(dataset, out, split)
+        click.echo(
+            f"wrote {written.data_yaml}: {written.images} images, {written.boxes} boxes in images/{split} and "
+            f"labels/{split}, from {spec['type']}"
+            + (f"; {written.crowd_skipped} ignore regions left out (YOLO has none)" if written.crowd_skipped else "")
+        )
+        return
     from detsdk.data.coco_export import dataset_to_coco
 
     coco = dataset_to_coco(dataset, images_root=str(images_root) if images_root else None)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from detsdk.data.mixing import extra_samples, with_mix_samples
 from detsdk.data.samplers import EpochSampler
 from detsdk.data.seeding import sample_seeded
 
@@ -86,18 +87,30 @@ class PipelineDataset(Dataset):
             annotations["meta"] = dict(sample.get("meta", {}))
             annotations["meta"].setdefault("ori_shape", tuple(sample["image"].shape[:2]))
         transforms = self.transforms_at(int(self._epoch)) if len(self.stages) > 1 else self.stages[0][1]
-        sample = apply_pipeline(sample, transforms)
+        sample = apply_pipeline(sample, transforms, source=self.dataset)
         return (sample, annotations) if self.keep_annotations else sample
 
 
-def apply_pipeline(sample: dict, transforms: Sequence[Callable[[dict], dict]]) -> dict:
-    """Run ``transforms`` over a sample, recording its original shape first."""
+def apply_pipeline(sample: dict, transforms: Sequence[Callable[[dict], dict]], source: Any = None) -> dict:
+    """Run ``transforms`` over a sample, recording its original shape first.
+
+    A transform that mixes samples (``extra_samples > 0``, see ``detsdk.data.mixing``) gets
+    them drawn from ``source``, the dataset the sample came from.
+    """
+    sample = _start_pipeline(sample)
+    for position, transform in enumerate(transforms):
+        if extra_samples(transform):
+            sample = with_mix_samples(sample, transform, transforms[:position], source, _start_pipeline)
+        sample = transform(sample)
+    return sample
+
+
+def _start_pipeline(sample: dict) -> dict:
+    """A copy of the sample with ``meta["ori_shape"]`` recorded."""
     sample = dict(sample)
     meta = dict(sample.get("meta", {}))
     meta.setdefault("ori_shape", tuple(sample["image"].shape[:2]))
     sample["meta"] = meta
-    for transform in transforms:
-        sample = transform(sample)
     return sample
 
 

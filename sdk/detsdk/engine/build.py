@@ -11,10 +11,12 @@ from torch import nn
 from detsdk.builtin.data.wrappers import SelectedDataset
 from detsdk.data.loader import PipelineDataset
 from detsdk.engine.hooks import Hooks, NamedHook
+from detsdk.engine.param_groups import param_groups
 from detsdk.errors import RecipeError
 from detsdk.plugins import get_registry
 from detsdk.plugins.build import build_component
 from detsdk.recipe.load import Recipe
+from detsdk.recipe.paramwise import check_paramwise
 from detsdk.recipe.schema import GENERIC_DATASET_KEYS, NESTED_DATASET_KEYS
 
 
@@ -97,8 +99,14 @@ def build_model(model_spec: dict, num_classes: int, for_inference: bool = False)
 
 
 def build_optimizer(spec: dict, model: nn.Module):
-    """The optimizer over the model's trainable parameters."""
+    """The optimizer over the model's trainable parameters, in groups when ``paramwise`` asks for it."""
+    spec = dict(spec)
+    paramwise = spec.pop("paramwise", None)
     params = [p for p in model.parameters() if p.requires_grad]
+    if paramwise is not None:
+        options = check_paramwise(paramwise, "train.optimizer.paramwise")
+        defaults = {p.name: p.default for p in get_registry().get("optimizer", spec["type"]).parameters()}
+        params = param_groups(model, spec.get("weight_decay", defaults.get("weight_decay", 0.0)), **options)
     return build_component("optimizer", spec, where="train.optimizer", params=params)
 
 

@@ -87,6 +87,10 @@ def to_detsdk(weights: Mapping[str, torch.Tensor]) -> Conversion:
     if found == TORCHVISION:
         return from_torchvision(weights)
     if found == MMDETECTION:
+        from detsdk.engine import interop_rtmdet  # MMDetection 3.x RTMDet (its own module)
+
+        if interop_rtmdet.is_rtmdet(weights):
+            return interop_rtmdet.from_mmdet_rtmdet(weights)
         return from_mmdet(weights)
     return Conversion(DETSDK, dict(weights))
 
@@ -270,6 +274,10 @@ def mmdet_num_classes(weights: Mapping[str, torch.Tensor]) -> int | None:
     """Foreground classes of an MMDetection 2.x state dict, from its classifier's shape (``None``: unknown)."""
     if fcos_num_classes(weights) is not None:
         return fcos_num_classes(weights)
+    from detsdk.engine.interop_rtmdet import rtmdet_num_classes
+
+    if rtmdet_num_classes(weights) is not None:
+        return rtmdet_num_classes(weights)
     fc_cls = weights.get("roi_head.bbox_head.fc_cls.weight")
     if fc_cls is not None:
         return int(fc_cls.shape[0]) - 1
@@ -374,9 +382,9 @@ def convert_checkpoint(
             source = conversion.source_key(name)
             unplaced.append(source if source == name else f"{source} (as {name}: not in the model)")
     unfilled = [name for name in own if name not in placed]
-    notes = list(conversion.notes) + ([MMDET_NUMERICS_NOTE] if found == MMDETECTION else [])
+    notes = list(conversion.notes) + ([MMDET_NUMERICS_NOTE] if conversion.source_format == MMDETECTION else [])
     report = ConversionReport(
-        out=str(out), source_format=found, detector=str(config["model"]["type"]), num_classes=num_classes,
+        out=str(out), source_format=conversion.source_format, detector=str(config["model"]["type"]), num_classes=num_classes,
         placed=len(placed), unplaced=unplaced, unfilled=unfilled, notes=notes,
     )
     if strict and (unplaced or unfilled):
@@ -394,7 +402,7 @@ def convert_checkpoint(
             "classes": classes,
             "cat_ids": None,
             "version": __version__,
-            "converted_from": {"format": found, "file": str(checkpoint)},
+            "converted_from": {"format": conversion.source_format, "file": str(checkpoint)},
         },
     )
     return report

@@ -217,8 +217,9 @@ def map_runtime(root: Node, train: dict[str, Any], runtime: dict[str, Any],
             train["ema"] = {"momentum": hook.get("momentum", 0.0002), "gamma": hook.get("gamma", 2000),
                             "update_buffers": hook.get("update_buffers", False)}
             hook.ignore("priority", "resume_from", "total_iter", "warm_up", "interval", "strict_load")
-        elif kind == "PipelineSwitchHook":  # #10's pipeline_switch hook
-            stage = {"type": "pipeline_switch", "switch_epoch": hook.get("switch_epoch"),
+        elif kind == "PipelineSwitchHook":
+            # MMEngine's switch_epoch counts completed epochs (0-based); det-sdk's is the first 1-based epoch switched.
+            stage = {"type": "pipeline_switch", "switch_epoch": int(hook.get("switch_epoch")) + 1,
                      "pipeline": pipeline_of(hook.items("switch_pipeline"))}
             train.setdefault("hooks", []).append(stage)
             hook.ignore("priority")

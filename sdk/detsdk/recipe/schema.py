@@ -14,6 +14,7 @@ from detsdk.errors import RecipeError, suggest
 from detsdk.recipe.config import DATA_SPLITS, TABLES, table_defaults
 from detsdk.recipe.load import Recipe
 from detsdk.recipe.options import OPTION_CHECKS, check_option
+from detsdk.recipe.paramwise import check_paramwise
 from detsdk.recipe.slice_options import slice_settings
 from detsdk.recipe.tta_options import tta_settings
 
@@ -140,6 +141,9 @@ def _validate_component(recipe: Recipe, registry, kind: str, spec: Any, key_path
             continue
         if kind == "dataset" and key in GENERIC_DATASET_KEYS and key not in parameters:
             _check_generic_dataset_key(recipe, item_path, value)
+            continue
+        if kind == "optimizer" and key == "paramwise" and key not in parameters:
+            check_paramwise(value, f"{recipe.source_of(item_path)}: {item_path}")
             continue
         if kind == "dataset" and key in NESTED_DATASET_KEYS and key in parameters:
             _validate_nested_datasets(recipe, registry, value, item_path)
