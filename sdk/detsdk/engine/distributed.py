@@ -108,15 +108,6 @@ def broadcast_object(obj: Any) -> Any:
     return holder[0]
 
 
-def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Each value averaged over the ranks (every rank passes the same keys in the same order)."""
-    if get_world_size() == 1:
-        return values
-    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return dict(zip(values, (tensor / get_world_size()).tolist()))
-
-
 def broadcast_weights(module: nn.Module) -> None:
     """Copy rank 0's parameters and buffers into ``module`` on every rank, in place.
 

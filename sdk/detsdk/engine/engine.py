@@ -40,6 +40,7 @@ from detsdk.engine.plots import draw_detections, plot_curves, save_grid
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
 from detsdk.engine.run_log import RunLog, write_metrics
 from detsdk.engine.train_setup import build_train_step, enable_deterministic, scale_learning_rate, world_size
+from detsdk.engine.loss_readout import LossReadout, read_losses
 from detsdk.engine.train_step import TrainStep, iteration_batches
 from detsdk.engine.tta import evaluate_with_tta, tta_settings
 from detsdk.errors import CheckpointError, DataError, RecipeError
@@ -219,10 +220,11 @@ class Engine:
                     self.iteration += 1
                     lr = self.optimizer.param_groups[0]["lr"]
                     progress.update(1)
-                    progress.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
                     self.registry.call_hook("detsdk_after_train_iter", engine=self, iteration=self.iteration, losses=losses)
                     finished = self.iteration >= self.total_iters
-                    step_log.add(losses, epoch_index + 1, self.iteration, lr, force=finished)
+                    means = step_log.add(losses, epoch_index + 1, self.iteration, lr, force=finished)
+                    if means:  # losses are read once per log interval (one device sync)
+                        progress.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
                     epoch_ended = self.iteration % self.iters_per_epoch == 0 or finished
                     if epoch_ended:
                         self.epoch = math.ceil(self.iteration / self.iters_per_epoch)
@@ -232,18 +234,19 @@ class Engine:
                     if (due_now and (count % checkpoint_every == 0 or finished)) or (
                         every_iters and self.iteration % every_iters == 0
                     ):
+                        step_log.check()  # a NaN since the last read stops the run before it is saved
                         self.save("last.pt")
                     if eval_split and due_now and (count % eval_every == 0 or finished):
+                        step_log.check()
                         self._evaluate_during_training(eval_split)
                         evaluated_at = self.iteration
                     if finished:
                         break
         return evaluated_at
 
-    def _train_step(self, batches: list) -> dict[str, float]:
-        """One iteration (see ``detsdk.engine.train_step``); its loss terms as floats, averaged over ranks."""
-        losses = self.train_step(batches, self.iteration + 1, self.iteration // self.iters_per_epoch + 1)
-        return distributed.mean_over_ranks(losses, self.device)
+    def _train_step(self, batches: list) -> LossReadout:
+        """One iteration (see ``detsdk.engine.train_step``); its loss terms averaged over ranks, on the device."""
+        return self.train_step(batches, self.iteration + 1, self.iteration // self.iters_per_epoch + 1)
 
     @property
     def inference_model(self) -> torch.nn.Module:
@@ -427,23 +430,32 @@ class _StepLog:
 
     def __init__(self, run_log: RunLog, every: int):
         self.run_log, self.every = run_log, every
-        self.window: dict[str, list[float]] = defaultdict(list)
+        self.pending: list[LossReadout] = []
         self.started = time.perf_counter()
 
-    def add(self, losses: dict[str, float], epoch: int, iteration: int, lr: float, force: bool = False) -> None:
-        """Record one iteration; write the window's means every ``every`` iterations (or when forced)."""
-        for name, value in losses.items():
-            self.window[name].append(value)
+    def add(self, losses: LossReadout, epoch: int, iteration: int, lr: float, force: bool = False) -> dict | None:
+        """Record one iteration; every ``every`` iterations (or when forced) read the window's losses
+        (one device sync), write their means and return them."""
+        self.pending.append(losses)
         if iteration % self.every and not force:
-            return
-        count = len(self.window["loss"])
+            return None
+        read_losses(self.pending)  # raises on the first non-finite iteration
+        window: dict[str, list[float]] = defaultdict(list)
+        for readout in self.pending:
+            for name, value in readout.items():
+                window[name].append(value)
+        means = {k: float(np.mean(v)) for k, v in window.items()}
         self.run_log.write(
-            {"mode": "train", "epoch": epoch, "iter": iteration, "lr": lr,
-             **{k: float(np.mean(v)) for k, v in self.window.items()},
-             "time": (time.perf_counter() - self.started) / count}
+            {"mode": "train", "epoch": epoch, "iter": iteration, "lr": lr, **means,
+             "time": (time.perf_counter() - self.started) / len(self.pending)}
         )
-        self.window.clear()
+        self.pending.clear()
         self.started = time.perf_counter()
+        return means
+
+    def check(self) -> None:
+        """Read the losses not logged yet and stop on a non-finite one (before a checkpoint or an evaluation)."""
+        read_losses(self.pending)
 
 
 def _read_results(path: Path) -> list[dict]:
