@@ -162,7 +162,10 @@ class Engine:
         elif self.config["runtime"]["load_from"]:
             load_weights_from(model, self.config["runtime"]["load_from"])
         # What training calls: the model, or its DDP wrapper; evaluation and checkpoints use the model.
-        self.train_model = distributed.wrap_model(model, self.device, bool(train_config["find_unused_parameters"]))
+        self.train_model = distributed.wrap_model(
+            model, self.device, bool(train_config["find_unused_parameters"]),
+            comm=train_config["ddp_comm"], bucket_mb=int(train_config["ddp_bucket_mb"]),
+        )
         self.train_step.model = self.train_model
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if distributed.is_main_process():

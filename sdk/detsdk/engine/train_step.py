@@ -80,6 +80,8 @@ class TrainStep:
         ema: the weight average to update, or None.
         input_transform: applied to the images once on the device (e.g. ``DeviceNormalize``), or None.
         channels_last: send images in channels-last memory format (the model should be too).
+        pad_multiple: pad each batch on the device (zeros at the bottom and right) to a multiple of
+            this many pixels, so that a compiled model sees few shapes (0: off).
     """
 
     def __init__(
@@ -95,11 +97,13 @@ class TrainStep:
         ema: ModelEMA | None = None,
         input_transform: Callable[[torch.Tensor, list[dict]], torch.Tensor] | None = None,
         channels_last: bool = False,
+        pad_multiple: int = 0,
     ):
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.dtype = amp_dtype(amp, device)
         self.accumulate, self.grad_clip, self.ema = int(accumulate), float(grad_clip), ema
         self.input_transform, self.channels_last = input_transform, channels_last
+        self.pad_multiple = int(pad_multiple)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
 
     def __call__(self, batches: list[Batch], iteration: int, epoch: int) -> LossReadout:
@@ -150,6 +154,8 @@ class TrainStep:
                    for t in targets]
         if self.input_transform is not None:
             images = self.input_transform(images, targets)
+        if self.pad_multiple > 0:
+            images = pad_to_multiple(images, self.pad_multiple)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, targets
@@ -184,6 +190,15 @@ class TrainStep:
                 self.ema = ModelEMA(unwrap(self.model), self.ema.momentum, self.ema.gamma, self.ema.update_buffers)
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``B x C x H x W`` images zero-padded at the bottom and right to multiples of ``multiple`` pixels."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not pad_h and not pad_w:
+        return images
+    return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h))
 
 
 def mean_over_processes(values: torch.Tensor) -> torch.Tensor:

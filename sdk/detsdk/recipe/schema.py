@@ -42,12 +42,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "accumulate": 1,  # micro-batches per iteration (one optimizer step)
         "ema": False,  # false | true | { momentum = 0.0002, gamma = 2000, update_buffers = true }
         "channels_last": False,
-        "compile": False,  # false | true | { backend = "inductor", mode = "default" }: the backbone only
+        # false | true | { backend, mode, scope = "backbone" | "model", pad_multiple = 0 } (docs/training.md)
+        "compile": False,
         "auto_scale_lr": False,  # false | true | { base_batch_size = 16 }
         # Distributed (torchrun; docs/distributed.md): BatchNorm statistics over all ranks (CUDA), and
         # DDP for detectors whose trainable parameters do not all get a gradient every iteration.
         "sync_bn": False,
         "find_unused_parameters": False,
+        "ddp_comm": "none",  # "fp16" | "bf16": DDP all-reduces gradients compressed (comm hook)
+        "ddp_bucket_mb": 25,  # DDP's gradient bucket size (bucket_cap_mb)
     },
     # batch_size 0: data.batch_size; tta {}: off (see detsdk.engine.tta for its keys)
     "eval": {"metric": {"type": "coco"}, "batch_size": 0, "tta": {}},
