@@ -20,15 +20,6 @@ from detsdk.engine.train_step import pad_to_multiple
 COUNT_SYNCS = Path(__file__).resolve().parents[1] / "benchmarks" / "count_syncs.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread_and_seed():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
 def sync_counter():
     spec = importlib.util.spec_from_file_location("count_syncs", COUNT_SYNCS)
     module = importlib.util.module_from_spec(spec)
@@ -53,6 +44,7 @@ def batch(size: int):
 
 @pytest.mark.parametrize("low_quality", [True, False])
 def test_batched_match_equals_torchvisions_matcher_per_image(low_quality):
+    torch.manual_seed(0)
     iou = torch.rand(3, 4, 50) * (torch.rand(3, 4, 50) > 0.5)
     valid = torch.tensor([[True, True, True, True], [True, True, False, False], [False] * 4])
     codes = match(iou, valid, 0.7, 0.3, allow_low_quality_matches=low_quality)
@@ -90,6 +82,7 @@ def test_anchors_stay_float32_under_bf16_features():
 
 @pytest.mark.parametrize("size", [2, 4])
 def test_a_faster_rcnn_training_step_syncs_only_for_nms_at_any_batch(size):
+    torch.manual_seed(0)
     model = tiny_detector().train()
     images, targets = batch(size)
     counter = sync_counter()
