@@ -9,10 +9,12 @@ import pytest
 import torch
 from torchvision.models.detection._utils import Matcher
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import MultiScaleRoIAlign
 
 from detsdk.builtin.models import FPN, ResNet, build_faster_rcnn
 from detsdk.builtin.models.anchors import Float32AnchorGenerator
 from detsdk.builtin.models.batched_assign import match, sample
+from detsdk.builtin.models.level_roi_align import pool_levels
 from detsdk.builtin.models.padded_targets import pad_targets
 from detsdk.engine.train_setup import compile_model
 from detsdk.engine.train_step import pad_to_multiple
@@ -118,3 +120,15 @@ def test_compile_scope_model_compiles_the_whole_detector():
     compile_model(backbone_only, {"backend": "eager"})
     assert model._compiled_call_impl is not None and model.backbone._compiled_call_impl is None
     assert backbone_only._compiled_call_impl is None and backbone_only.backbone._compiled_call_impl is not None
+
+
+def test_level_roi_align_matches_torchvisions_multiscale_roi_align():
+    torch.manual_seed(0)
+    features = {str(i): torch.randn(2, 8, 64 // 2**i, 96 // 2**i) for i in range(4)}
+    pooler = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    corner = torch.rand(2, 30, 2) * torch.tensor([300.0, 200.0])
+    boxes = torch.cat([corner, (corner + torch.rand(2, 30, 2) * 300 + 1).clamp(max=torch.tensor([384.0, 256.0]))], -1)
+    boxes[0, 0] = torch.tensor([0.0, 0, 384, 256])  # a whole-image RoI samples up to the maps' far edges
+    shapes = [(256, 384)] * 2
+    expected = pooler(features, list(boxes), shapes)
+    torch.testing.assert_close(pool_levels(pooler, features, boxes, shapes), expected, atol=1e-4, rtol=0)
