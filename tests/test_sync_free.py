@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,17 @@ def test_level_roi_align_matches_torchvisions_multiscale_roi_align():
     shapes = [(256, 384)] * 2
     expected = pooler(features, list(boxes), shapes)
     torch.testing.assert_close(pool_levels(pooler, features, boxes, shapes), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("ddp_comm", "int8", 'expected "none", "fp16" or "bf16"'),
+    ("compile", {"scope": "heads"}, "'scope' = 'heads' is not valid"),
+    ("ddp_bucket_mb", 0, "expected an integer >= 1"),
+])
+def test_throughput_recipe_keys_are_checked(key, value, message):
+    from detsdk.errors import RecipeError
+    from detsdk.recipe.load import load_recipe
+    from detsdk.recipe.schema import validate_recipe
+
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        validate_recipe(load_recipe({"train": {key: value}}))
