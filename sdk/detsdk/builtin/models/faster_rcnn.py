@@ -104,7 +104,7 @@ class FasterRCNN(nn.Module):
 
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Split crowd boxes off, drop boxes without area and shift labels to background-0 (masks follow boxes)."""
-        boxes, labels, keep, crowd_boxes = split_target(target, self.num_classes)
+        boxes, labels, keep, crowd_boxes = split_target(target)
         head_target = {"boxes": boxes[keep], "labels": labels[keep] + 1, "crowd_boxes": crowd_boxes}
         if "masks" in target:
             masks = target["masks"]

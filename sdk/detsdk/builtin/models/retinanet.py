@@ -85,7 +85,7 @@ class SingleStageDetector(nn.Module):
 
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Split crowd boxes off and drop boxes without area; labels stay 0-based."""
-        boxes, labels, keep, crowd_boxes = split_target(target, self.num_classes)
+        boxes, labels, keep, crowd_boxes = split_target(target)
         return {"boxes": boxes[keep], "labels": labels[keep], "crowd_boxes": crowd_boxes}
 
 
