@@ -147,3 +147,17 @@ def test_throughput_recipe_keys_are_checked(key, value, message):
 
     with pytest.raises(RecipeError, match=re.escape(message)):
         validate_recipe(load_recipe({"train": {key: value}}))
+
+
+def test_loss_readouts_are_read_together_and_name_the_first_bad_iteration():
+    from detsdk.engine.loss_readout import LossReadout, read_losses
+    from detsdk.errors import TrainingError
+
+    names = ["loss", "loss_cls", "loss_bbox"]
+    good = LossReadout(names, torch.tensor([3.0, 1.0, 2.0]), iteration=7, epoch=1)
+    bad = LossReadout(names, torch.tensor([float("nan"), 1.0, float("nan")]), iteration=8, epoch=2)
+    later = LossReadout(names, torch.tensor([float("inf"), float("inf"), 1.0]), iteration=9, epoch=2)
+    assert "unread" in repr(good)
+    with pytest.raises(TrainingError, match=r"at iteration 8 \(epoch 2\): loss_bbox = nan"):
+        read_losses([good, bad, later])
+    assert dict(good) == {"loss": 3.0, "loss_cls": 1.0, "loss_bbox": 2.0}
