@@ -2,34 +2,42 @@
 
 Both sides load the SAME JPEG files (``--images`` shapes images at ``--size``
 pixels, re-encoded as JPEG like COCO's, written once into a temp folder) and run
-the same augmentations in one process with one thread, as one DataLoader worker
-does:
+the same operations in one process with one thread, as one DataLoader worker
+does. By default that is the pipeline the shipped COCO recipes train with
+(``sdk/detsdk/recipes/_base/datasets/coco_detection.toml``), then the batch collate:
 
-- det-sdk: ``CocoDataset[i]`` (OpenCV decode) and the pipeline
-  ``photometric_distortion, resize [1333, 800] keep_ratio, random_flip 0.5,
-  normalize, pad size_divisor 32`` (boxes transformed along);
+- det-sdk: ``CocoDataset[i]`` (OpenCV decode), ``resize [1333, 800] keep_ratio,
+  random_flip 0.5, normalize, pad size_divisor 32`` (boxes transformed along), then
+  ``detsdk.data.loader.collate`` of ``--batch`` samples;
 - det-sdk, normalize on device: the same with ``DeferredNormalize`` (what
   ``data.normalize_on_device`` ships: padded uint8; the engine normalises on the GPU);
-- torchvision: ``decode_image(read_file(path))`` and ``v2.Compose([RandomPhotometricDistort(p=0.5),
-  Resize(800, max_size=1333), RandomHorizontalFlip(0.5), ToDtype(float32), Normalize(mean, std)])``
-  with ``tv_tensors.BoundingBoxes``, then zero padding to a multiple of 32.
+- torchvision: ``decode_image(read_file(path))``, ``v2.Compose([Resize(800, max_size=1333),
+  RandomHorizontalFlip(0.5), ToDtype(float32), Normalize(mean, std)])`` on ``tv_tensors``,
+  zero padding to a multiple of 32, then the same batch stacking (zero-padded to the
+  largest image, as ``collate`` and torchvision's ``GeneralizedRCNNTransform`` do).
 
-Each side's output is a normalised, padded float image with its boxes (uint8 for
-the on-device row). The sides take turns every ``--chunk`` images (the order
-rotating), so a busy machine slows them alike; each of ``--rounds`` rounds runs
-``--count`` images per side. The report gives the median images/s over rounds
-and the ratio det-sdk / torchvision (goal: >= 1.2). Also timed: the transforms
-alone, on images decoded beforehand.
+``--photometric`` puts a photometric distortion first on both sides. Their
+algorithms differ (det-sdk: MMDetection's additive brightness, contrast, HSV
+saturation and hue; torchvision's ``RandomPhotometricDistort``: multiplicative
+brightness, grey-blend saturation, channel permutation), so that row compares
+different work; the default compares the same operations.
+
+The sides take turns every ``--chunk`` batches (the order rotating), so a busy
+machine slows them alike; each of ``--rounds`` rounds runs ``--count`` images per
+side. The report gives the median images/s over rounds and the ratio det-sdk /
+torchvision (goal: >= 1.2). Also timed: the transforms alone, on images decoded
+beforehand.
 
 Run from the repository root::
 
-    python benchmarks/data_pipeline.py [--images 200 --size 640 --rounds 3]
+    python benchmarks/data_pipeline.py [--images 200 --size 640 --rounds 3 --batch 2 --photometric]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import statistics
@@ -49,7 +57,7 @@ from detsdk.builtin.data.shapes import ShapesDataset
 from detsdk.builtin.transforms.geometric import Pad, RandomFlip, Resize
 from detsdk.builtin.transforms.photometric import IMAGENET_MEAN, IMAGENET_STD, Normalize, PhotometricDistortion
 from detsdk.data.device_normalize import defer_normalize
-from detsdk.data.loader import apply_pipeline
+from detsdk.data.loader import apply_pipeline, collate
 
 
 SDK, TV = "det-sdk (OpenCV decode + pipeline)", "torchvision v2 (decode_image + v2)"
@@ -62,9 +70,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=640, help="image side in pixels (default 640, COCO-like)")
     parser.add_argument("--count", type=int, default=0, help="images per side and round (default: --images)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    parser.add_argument("--chunk", type=int, default=5, help="images a side runs before the next takes its turn")
+    parser.add_argument("--chunk", type=int, default=3, help="batches a side runs before the next takes its turn")
+    parser.add_argument("--batch", type=int, default=2, help="samples per collated batch (default 2)")
+    parser.add_argument("--photometric", action="store_true",
+                        help="put a photometric distortion first (different algorithms on the two sides)")
     args = parser.parse_args(argv)
     args.count = args.count or args.images
+    if args.batch < 1 or args.count < args.batch:
+        parser.error("need --batch >= 1 and --count >= --batch")
     return args
 
 
@@ -81,18 +94,18 @@ def jpeg_dataset(folder: Path, count: int, size: int) -> CocoDataset:
     return CocoDataset(ann_file=str(folder / "annotations.json"), images=str(folder / "images"))
 
 
-def detsdk_pipeline() -> list:
-    """det-sdk's transforms, in the order both sides run them."""
-    return [PhotometricDistortion(), Resize(scale=[1333, 800], keep_ratio=True), RandomFlip(p=0.5),
-            Normalize(), Pad(size_divisor=32)]
+def detsdk_pipeline(photometric: bool) -> list:
+    """det-sdk's transforms: the COCO recipes' (with ``photometric``: the distortion first)."""
+    return [*([PhotometricDistortion()] if photometric else []), Resize(scale=[1333, 800], keep_ratio=True),
+            RandomFlip(p=0.5), Normalize(), Pad(size_divisor=32)]
 
 
-def torchvision_pipeline():
-    """The same augmentations with torchvision.transforms.v2 (padding follows, in ``torchvision_sample``)."""
+def torchvision_pipeline(photometric: bool):
+    """The same operations with torchvision.transforms.v2 (padding follows, in ``torchvision_sample``)."""
     from torchvision.transforms import v2
 
     return v2.Compose([
-        v2.RandomPhotometricDistort(p=0.5),
+        *([v2.RandomPhotometricDistort(p=0.5)] if photometric else []),
         v2.Resize(800, max_size=1333, antialias=True),
         v2.RandomHorizontalFlip(p=0.5),
         v2.ToDtype(torch.float32),
@@ -112,6 +125,16 @@ def torchvision_sample(transform, image: torch.Tensor, boxes: np.ndarray) -> tup
     return torch.nn.functional.pad(out_image, (0, pad_w, 0, pad_h)), out_boxes
 
 
+def stack_batch(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """torchvision's side of the collate: images zero-padded to the largest into one ``B x 3 x H x W`` tensor."""
+    height = max(image.shape[-2] for image, _ in samples)
+    width = max(image.shape[-1] for image, _ in samples)
+    batch = torch.zeros((len(samples), 3, height, width), dtype=samples[0][0].dtype)
+    for i, (image, _) in enumerate(samples):
+        batch[i, :, : image.shape[-2], : image.shape[-1]] = image
+    return batch, [boxes for _, boxes in samples]
+
+
 def time_chunk(run_one: Callable[[int], object], indices: list[int]) -> float:
     """Seconds to run ``run_one`` on each index."""
     start = time.perf_counter()
@@ -121,7 +144,7 @@ def time_chunk(run_one: Callable[[int], object], indices: list[int]) -> float:
 
 
 def time_round(sides: dict[str, Callable[[int], object]], count: int, total: int, chunk: int) -> dict[str, float]:
-    """Images per second of each side over ``count`` images (indices cycling through ``total``), taking turns."""
+    """Items (batches) per second of each side over ``count`` items (indices cycling through ``total``), taking turns."""
     seconds = dict.fromkeys(sides, 0.0)
     names = list(sides)
     for turn, start in enumerate(range(0, count, chunk)):
@@ -144,26 +167,35 @@ def main(argv: list[str] | None = None) -> int:
         dataset = jpeg_dataset(Path(scratch), args.images, args.size)
         files = [dataset.get_annotations(i)["meta"]["file"] for i in range(len(dataset))]
         boxes = [dataset.get_annotations(i)["boxes"] for i in range(len(dataset))]
-        sdk_transforms = detsdk_pipeline()
-        deferred, _ = defer_normalize(detsdk_pipeline())
-        tv_transform = torchvision_pipeline()
+        sdk_transforms = detsdk_pipeline(args.photometric)
+        deferred, _ = defer_normalize(detsdk_pipeline(args.photometric))
+        tv_transform = torchvision_pipeline(args.photometric)
         decoded_sdk = [dataset[i] for i in range(len(dataset))]
         decoded_tv = [decode_image(read_file(f), mode=ImageReadMode.RGB) for f in files]
+        size, total = args.batch, len(dataset)
 
+        def members(b: int) -> list[int]:
+            return [(b * size + k) % total for k in range(size)]
+
+        # Each side turns batch number ``b`` (its ``--batch`` images) into a collated batch.
         sides: dict[str, Callable[[int], object]] = {
-            SDK: lambda i: apply_pipeline(dataset[i], sdk_transforms),
-            "det-sdk, normalize on device (uint8 out)": lambda i: apply_pipeline(dataset[i], deferred),
-            TV: lambda i: torchvision_sample(
-                tv_transform, decode_image(read_file(files[i]), mode=ImageReadMode.RGB), boxes[i]),
-            "det-sdk pipeline only (decoded images)": lambda i: apply_pipeline(decoded_sdk[i], sdk_transforms),
-            "torchvision v2 only (decoded images)": lambda i: torchvision_sample(tv_transform, decoded_tv[i], boxes[i]),
+            SDK: lambda b: collate([apply_pipeline(dataset[i], sdk_transforms) for i in members(b)]),
+            "det-sdk, normalize on device (uint8 out)": lambda b: collate(
+                [apply_pipeline(dataset[i], deferred) for i in members(b)]),
+            TV: lambda b: stack_batch([torchvision_sample(
+                tv_transform, decode_image(read_file(files[i]), mode=ImageReadMode.RGB), boxes[i]) for i in members(b)]),
+            "det-sdk pipeline only (decoded images)": lambda b: collate(
+                [apply_pipeline(decoded_sdk[i], sdk_transforms) for i in members(b)]),
+            "torchvision v2 only (decoded images)": lambda b: stack_batch(
+                [torchvision_sample(tv_transform, decoded_tv[i], boxes[i]) for i in members(b)]),
         }
         for run_one in sides.values():  # warm-up: first calls, allocator, page cache
-            time_chunk(run_one, list(range(min(10, len(dataset)))))
+            time_chunk(run_one, list(range(max(1, 10 // size))))
         rates: dict[str, list[float]] = {name: [] for name in sides}
+        batches = args.count // size
         for round_index in range(args.rounds):
-            for name, rate in time_round(sides, args.count, len(dataset), args.chunk).items():
-                rates[name].append(rate)
+            for name, rate in time_round(sides, batches, math.ceil(total / size), args.chunk).items():
+                rates[name].append(rate * size)  # batches/s -> images/s
             print(f"round {round_index + 1}: " + ", ".join(f"{n.split(' (')[0]} {rates[n][-1]:.1f}" for n in sides),
                   flush=True)
 
@@ -177,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: `{command}`")
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, OpenCV {cv2.__version__}, "
           f"det-sdk {detsdk.__version__}, python {platform.python_version()}; one thread (one worker)")
-    print(f"{args.images} JPEG images {args.size}x{args.size} -> 800x800 (+ pad); {args.rounds} rounds x "
-          f"{args.count} images per side")
+    operations = ("photometric distortion (different algorithms), " if args.photometric else "") + \
+        "resize, flip, normalize, pad, collate"
+    print(f"{args.images} JPEG images {args.size}x{args.size} -> 800x800 (+ pad); {operations}; batch {size}; "
+          f"{args.rounds} rounds x {batches * size} images per side")
     print()
     print("| pipeline (one worker) | median images/s | per-round images/s |")
     print("| --- | ---: | --- |")

@@ -281,3 +281,22 @@ def test_fpn_p6p7_needs_two_more_outputs_than_inputs():
 def test_fpn_unknown_extra_is_a_recipe_error_naming_the_choices():
     with pytest.raises(RecipeError, match="did you mean 'p6p7'.*valid: maxpool, p6p7, p6p7_on_p5"):
         FPN([64, 128, 256, 512], start_level=1, extra="p6p8")
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_batched_training_losses_equal_the_per_image_losses(detector):
+    from torchvision.models.detection.image_list import ImageList
+
+    from detsdk.builtin.models.padded_targets import pad_targets
+
+    model = tiny_detector(detector).train()
+    batch = images()
+    targets = [target([[4, 6, 40, 44], [30, 20, 60, 58], [0, 0, 30, 30]], [0, 2, 1], [False, False, True]),
+               target([], [])]  # a crowd region, and an image without boxes
+    features = model.extract_features(batch)
+    image_list = ImageList(batch, [tuple(batch.shape[-2:])] * len(batch))
+    _, batched = model.head(image_list, features, pad_targets(targets, label_offset=0))
+    _, per_image = model.head(image_list, features, [model._head_target(t) for t in targets])
+    assert batched.keys() == per_image.keys()
+    for name, value in per_image.items():
+        torch.testing.assert_close(batched[name], value, rtol=1e-4, atol=1e-6, msg=name)

@@ -87,7 +87,8 @@ def detsdk_on_train_start(engine):
 
 @hookspec
 def detsdk_after_train_iter(engine, iteration, losses):
-    """Called after each training iteration with its 1-based number and a dict of float losses."""
+    """Called after each training iteration with its 1-based number and its losses, a mapping of floats
+    (``LossReadout``: read from the device on first access, one sync; leave it unread to keep steps async)."""
 
 
 @hookspec

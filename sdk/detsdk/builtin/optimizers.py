@@ -1,7 +1,8 @@
 """Optimizers from ``torch.optim``, with MMDetection's defaults as recipe keys.
 
 ``params`` is what ``torch.optim`` takes: an iterable of parameters or of
-param-group dicts.
+param-group dicts. When every parameter is on CUDA the step is fused (one
+kernel for all of them: ``fused=True``); the state dict is the same either way.
 
     >>> optimizer = sgd(model.parameters(), lr=0.02)  # doctest: +SKIP
 """
@@ -27,7 +28,10 @@ def sgd(
     _check_non_negative("sgd", lr=lr, momentum=momentum, weight_decay=weight_decay)
     if nesterov and momentum <= 0:
         raise RecipeError(f"optimizer 'sgd': nesterov = true needs momentum > 0, got momentum = {momentum!r}")
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=bool(nesterov))
+    params, fused = _fusable(params)
+    return torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=bool(nesterov), fused=fused
+    )
 
 
 def adamw(
@@ -44,7 +48,24 @@ def adamw(
         or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0.0 <= b < 1.0 for b in betas)
     ):
         raise RecipeError(f"optimizer 'adamw': betas must be two numbers in [0, 1), got {betas!r}")
-    return torch.optim.AdamW(params, lr=lr, betas=(float(betas[0]), float(betas[1])), weight_decay=weight_decay)
+    params, fused = _fusable(params)
+    return torch.optim.AdamW(
+        params, lr=lr, betas=(float(betas[0]), float(betas[1])), weight_decay=weight_decay, fused=fused
+    )
+
+
+def _fusable(params: Iterable[Any]) -> tuple[list[Any], bool | None]:
+    """The parameters as a list, and ``True`` when all of them are floating-point CUDA tensors (else None)."""
+    params = [_listed_group(item) if isinstance(item, dict) else item for item in params]
+    tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
+    on_cuda = bool(tensors) and all(t.is_cuda and t.is_floating_point() for t in tensors)
+    return params, True if on_cuda else None
+
+
+def _listed_group(group: dict[str, Any]) -> dict[str, Any]:
+    """A param-group dict whose ``params`` is a list (it may arrive as a tensor or a generator)."""
+    params = group["params"]
+    return {**group, "params": [params] if torch.is_tensor(params) else list(params)}
 
 
 def _check_non_negative(name: str, **values: float) -> None:

@@ -108,15 +108,6 @@ def broadcast_object(obj: Any) -> Any:
     return holder[0]
 
 
-def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Each value averaged over the ranks (every rank passes the same keys in the same order)."""
-    if get_world_size() == 1:
-        return values
-    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return dict(zip(values, (tensor / get_world_size()).tolist()))
-
-
 def broadcast_weights(module: nn.Module) -> None:
     """Copy rank 0's parameters and buffers into ``module`` on every rank, in place.
 
@@ -173,23 +164,35 @@ class DetectorDDP(DistributedDataParallel):
             ) from None
 
 
-def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
+def wrap_model(
+    model: nn.Module, device: torch.device, find_unused_parameters: bool = False, comm: str = "none",
+    bucket_mb: int = 25,
+) -> nn.Module:
     """The module that training calls: ``model`` itself with one process, else a DDP wrapper around it.
 
-    DDP averages gradients over ranks during ``backward``. Buffers are synced
-    once, at the start, not before every forward (Detectron2's choice):
-    checkpoints come from rank 0, and ``broadcast_weights`` aligns every rank
-    with it before evaluation.
+    DDP averages gradients over ranks during ``backward``, in buckets of ``bucket_mb``
+    megabytes (``train.ddp_bucket_mb``); ``comm = "fp16" | "bf16"`` (``train.ddp_comm``)
+    sends them compressed to 16 bits and decompresses the average (DDP's comm hooks),
+    halving the bytes each all-reduce moves. Buffers are synced once, at the start, not
+    before every forward (Detectron2's choice): checkpoints come from rank 0, and
+    ``broadcast_weights`` aligns every rank with it before evaluation.
     """
     if get_world_size() == 1:
         return model
-    return DetectorDDP(
+    wrapped = DetectorDDP(
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
         forward_sync_buffers=False,
         gradient_as_bucket_view=True,  # gradients live in the all-reduce buckets: one copy less per step
         find_unused_parameters=find_unused_parameters,
+        bucket_cap_mb=bucket_mb,
     )
+    if comm != "none":
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        hook = {"fp16": default_hooks.fp16_compress_hook, "bf16": default_hooks.bf16_compress_hook}[comm]
+        wrapped.register_comm_hook(state=None, hook=hook)
+    return wrapped
 
 
 def destroy() -> None:

@@ -45,6 +45,7 @@ from detsdk.engine.plots_hook import PlotsHook
 from detsdk.engine.predictor import Detector, inference_pipeline_spec
 from detsdk.engine.results_file import read_results, results_iou_types
 from detsdk.engine.run_log import RunLog, write_metrics
+from detsdk.engine.loss_readout import LossReadout, read_losses
 from detsdk.engine.slicing import evaluate_sliced, slice_settings
 from detsdk.engine.train_setup import enable_deterministic
 from detsdk.engine.train_step import TrainStep, iteration_batches
@@ -86,6 +87,7 @@ class Engine:
         self.metrics: dict[str, float] = {}
         self.last_metric = None  # the metric of the latest evaluation, computed
         self.best_score = -math.inf
+        self.unread_losses: list[LossReadout] = []  # training losses still on the device (read per log interval)
         self.train_step: TrainStep | None = None  # set by fit(): precision, accumulation, clipping, EMA
         self._datasets: dict[tuple[str, bool], Any] = {}
         self.hook_objects = list(hooks)  # the app's, after train.hooks
@@ -166,7 +168,9 @@ class Engine:
         elif self.settings.runtime.load_from:
             load_weights_from(self.model, self.settings.runtime.load_from)
         # What training calls: the model, or its DDP wrapper; evaluation and checkpoints use the model.
-        self.train_model = distributed.wrap_model(self.model, self.device, self.settings.train.find_unused_parameters)
+        train = self.settings.train
+        self.train_model = distributed.wrap_model(self.model, self.device, train.find_unused_parameters,
+                                                  comm=train.ddp_comm, bucket_mb=train.ddp_bucket_mb)
         self.train_step.model = self.train_model
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if distributed.is_main_process():
@@ -191,7 +195,7 @@ class Engine:
             return Interval(value if value > 0 else (self.total_iters if by_iterations else 1), by_iterations)
 
         hooks = [
-            ProgressBarHook(), PluginEvents(self.registry), JsonLogHook(self.log, train.log_interval),
+            JsonLogHook(self.log, train.log_interval), ProgressBarHook(), PluginEvents(self.registry),
             *([build_component("hook", {"type": "tensorboard"})] if self.settings.runtime.tensorboard else []),
             CheckpointHook(interval(train.checkpoint_interval), train.checkpoint_every_iters, train.best_metric,
                            train.max_keep_ckpts, has_evaluation=eval_split is not None),
@@ -214,6 +218,7 @@ class Engine:
             self.hooks.call("before_epoch", self)
             for batches in iteration_batches(loader, self.train_step.accumulate):
                 losses = self._train_step(batches)
+                self.unread_losses.append(losses)
                 self.iteration += 1
                 self.hooks.call("after_iter", self, self.iteration, losses)
                 if self.epoch_ending or self.finishing:
@@ -260,10 +265,9 @@ class Engine:
                 )
         self.train_data.add_stage(from_epoch - 1, transforms)
 
-    def _train_step(self, batches: list) -> dict[str, float]:
-        """One iteration (see ``detsdk.engine.train_step``); its loss terms as floats, averaged over ranks."""
-        losses = self.train_step(batches, self.iteration + 1, self.iteration // self.iters_per_epoch + 1)
-        return distributed.mean_over_ranks(losses, self.device)
+    def _train_step(self, batches: list) -> LossReadout:
+        """One iteration (see ``detsdk.engine.train_step``); its loss terms averaged over ranks, on the device."""
+        return self.train_step(batches, self.iteration + 1, self.iteration // self.iters_per_epoch + 1)
 
     @property
     def inference_model(self) -> torch.nn.Module:
@@ -304,8 +308,15 @@ class Engine:
             state.update(self.train_step.checkpoint_entries(state["model"]))
         return state
 
+    def read_losses(self) -> None:
+        """Read the losses of the iterations since the last read (one device transfer); a NaN or
+        infinite one stops the run, naming its iteration and term (``detsdk.engine.loss_readout``)."""
+        read_losses(self.unread_losses)
+        self.unread_losses.clear()
+
     def save(self, name: str) -> Path:
-        """Write a checkpoint into the work dir atomically."""
+        """Write a checkpoint into the work dir atomically (after checking the losses not read yet)."""
+        self.read_losses()  # a NaN since the last read stops the run before its weights are saved
         path = self.work_dir / name
         if distributed.is_main_process():
             save_checkpoint(path, self.checkpoint_state())
@@ -377,6 +388,7 @@ class Engine:
 
     def evaluate_split(self, split: str) -> dict[str, float]:
         """Evaluate the model as it is on ``split`` (what training's evaluations call); returns the metrics."""
+        self.read_losses()
         eval_set = self.dataset(split, keep_annotations=True)
         batch_size = self.settings.eval.batch_size or self.settings.data.batch_size
         loader = build_loader(eval_set, batch_size, self.settings.data.num_workers, shuffle=False,

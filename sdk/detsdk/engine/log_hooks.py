@@ -20,7 +20,7 @@ class JsonLogHook:
 
     def __init__(self, run_log: RunLog, every: int):
         self.run_log, self.every = run_log, max(1, every)
-        self.window: dict[str, list[float]] = defaultdict(list)
+        self.window: list = []  # the iterations' losses since the last record (LossReadouts, read lazily)
         self.started = time.perf_counter()
         self.stopped_at_start = False
 
@@ -29,10 +29,10 @@ class JsonLogHook:
         self.started = time.perf_counter()
         self.stopped_at_start = engine.stop_reason is not None
 
-    def after_iter(self, engine, iteration: int, losses: dict[str, float]) -> None:
-        """Add the iteration; write the window's means every ``every`` iterations and at the last one."""
-        for name, value in losses.items():
-            self.window[name].append(value)
+    def after_iter(self, engine, iteration: int, losses) -> None:
+        """Add the iteration; every ``every`` iterations and at the last one, read the window's losses
+        (one device transfer) and write their means."""
+        self.window.append(losses)
         if iteration % self.every == 0 or iteration >= engine.total_iters:
             self._write(engine)
 
@@ -50,13 +50,18 @@ class JsonLogHook:
                                 "reason": engine.stop_reason})
 
     def _write(self, engine) -> None:
-        count = len(self.window.get("loss", ()))
+        count = len(self.window)
         if not count:
             return
+        engine.read_losses()  # the window's losses (and any other unread ones) in one transfer
+        terms: dict[str, list[float]] = defaultdict(list)
+        for losses in self.window:
+            for name, value in losses.items():
+                terms[name].append(value)
         self.run_log.write(
             {"mode": "train", "epoch": (engine.iteration - 1) // engine.iters_per_epoch + 1, "iter": engine.iteration,
              "lr": engine.optimizer.param_groups[0]["lr"],
-             **{k: float(np.mean(v)) for k, v in self.window.items()},
+             **{k: float(np.mean(v)) for k, v in terms.items()},
              "time": (time.perf_counter() - self.started) / count}
         )
         self.window.clear()
@@ -74,11 +79,12 @@ class ProgressBarHook:
         self.bar = tqdm(total=engine.total_iters, initial=engine.iteration, desc="train", dynamic_ncols=True,
                         disable=not distributed.is_main_process())
 
-    def after_iter(self, engine, iteration: int, losses: dict[str, float]) -> None:
-        """One step, with the loss and the learning rate."""
+    def after_iter(self, engine, iteration: int, losses) -> None:
+        """One step; the loss and the learning rate when the losses were read (each log interval: no sync)."""
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{engine.optimizer.param_groups[0]['lr']:.2e}",
-                             refresh=False)
+        if getattr(losses, "is_read", True):
+            self.bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{engine.optimizer.param_groups[0]['lr']:.2e}",
+                                 refresh=False)
 
     def close(self) -> None:
         """Close the bar (after the run, also after a failure, so an error prints on its own line)."""

@@ -67,19 +67,26 @@ def use_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def compile_backbone(model: nn.Module, setting: bool | dict) -> bool:
-    """``train.compile``: ``torch.compile`` the detector's backbone in place; returns whether it did.
+def compile_model(model: nn.Module, setting: bool | dict) -> bool:
+    """``train.compile``: ``torch.compile`` the backbone (``scope = "backbone"``, the default) or the whole
+    detector, heads included (``scope = "model"``), in place; returns whether it did.
 
-    ``nn.Module.compile`` keeps parameter names, so checkpoints do not change. Heads
-    with data-dependent shapes (proposals, NMS) stay eager.
+    ``nn.Module.compile`` keeps parameter names, so checkpoints do not change. The heads'
+    training step has static shapes but for NMS (one graph break); ``mode = "reduce-overhead"``
+    adds CUDA graphs to the static parts, and ``pad_multiple`` keeps the input shapes few.
     """
     options = table_option(setting, COMPILE_DEFAULTS)
     if options is None:
         return False
-    backbone = getattr(model, "backbone", None)
-    if not isinstance(backbone, nn.Module):
-        raise RecipeError(f"train.compile: the detector ({type(model).__name__}) has no 'backbone' module to compile")
-    backbone.compile(backend=options["backend"], mode=None if options["mode"] == "default" else options["mode"])
+    target = model
+    if options["scope"] == "backbone":
+        target = getattr(model, "backbone", None)
+        if not isinstance(target, nn.Module):
+            raise RecipeError(
+                f"train.compile: the detector ({type(model).__name__}) has no 'backbone' module to compile; "
+                'set scope = "model" to compile all of it'
+            )
+    target.compile(backend=options["backend"], mode=None if options["mode"] == "default" else options["mode"])
     return True
 
 
@@ -97,8 +104,10 @@ def build_train_step(
         use_channels_last(model)
     ema_options = table_option(train.ema, EMA_DEFAULTS)
     ema = ModelEMA(model, **ema_options) if ema_options else None
-    compile_backbone(model, train.compile)
+    compile_model(model, train.compile)
+    compile_options = table_option(train.compile, COMPILE_DEFAULTS) or COMPILE_DEFAULTS
     return TrainStep(
         model, optimizer, scheduler, device, amp=train.amp, accumulate=train.accumulate, grad_clip=train.grad_clip,
         ema=ema, input_transform=input_transform, channels_last=train.channels_last,
+        pad_multiple=int(compile_options["pad_multiple"]),
     )

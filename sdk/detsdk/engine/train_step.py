@@ -12,11 +12,17 @@ optimisation options:
   the last iteration of an epoch may have fewer micro-batches;
 - ``grad_clip``: the total gradient norm is clipped after unscaling and before the step;
 - ``ema``: the averaged weights follow after every optimizer step.
+
+The loss terms stay on the device: ``__call__`` returns a ``LossReadout`` that is
+read when someone looks at it (the engine: once per log interval, and before a
+checkpoint or an evaluation), so a step queues its forward, backward and optimizer
+work without waiting for the device. A NaN or infinite loss is reported at that
+read, naming its iteration and term. Target labels are checked on the host before
+the batch moves (the model's ``check_targets``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -25,7 +31,8 @@ import torch
 from torch import nn
 
 from detsdk.engine.ema import ModelEMA
-from detsdk.errors import RecipeError, TrainingError
+from detsdk.engine.loss_readout import LossReadout
+from detsdk.errors import RecipeError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 Batch = tuple[torch.Tensor, list[dict]]
@@ -73,6 +80,8 @@ class TrainStep:
         ema: the weight average to update, or None.
         input_transform: applied to the images once on the device (e.g. ``DeviceNormalize``), or None.
         channels_last: send images in channels-last memory format (the model should be too).
+        pad_multiple: pad each batch on the device (zeros at the bottom and right) to a multiple of
+            this many pixels, so that a compiled model sees few shapes (0: off).
     """
 
     def __init__(
@@ -88,20 +97,24 @@ class TrainStep:
         ema: ModelEMA | None = None,
         input_transform: Callable[[torch.Tensor, list[dict]], torch.Tensor] | None = None,
         channels_last: bool = False,
+        pad_multiple: int = 0,
     ):
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.dtype = amp_dtype(amp, device)
         self.accumulate, self.grad_clip, self.ema = int(accumulate), float(grad_clip), ema
         self.input_transform, self.channels_last = input_transform, channels_last
+        self.pad_multiple = int(pad_multiple)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
 
-    def __call__(self, batches: list[Batch], iteration: int, epoch: int) -> dict[str, float]:
-        """Train one iteration on ``batches``; returns the mean of each loss term over them.
+    def __call__(self, batches: list[Batch], iteration: int, epoch: int) -> LossReadout:
+        """Train one iteration on ``batches``; returns the mean of each loss term over them (and over
+        the processes), still on the device.
 
         ``iteration`` and ``epoch`` (1-based) only name the place of a NaN or infinite loss.
         """
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
+        sums: torch.Tensor | None = None
+        names: list[str] = []
         for index, (images, targets) in enumerate(batches):
             images, targets = self.to_device(images, targets)
             # Under DDP, gradients are all-reduced once, on the last micro-batch.
@@ -111,11 +124,10 @@ class TrainStep:
                 with self.autocast():
                     losses = self.model(images, targets)
                 total = sum(losses.values())
-                values = loss_values(total, losses)  # one device sync per micro-batch
-                check_finite(values, iteration, epoch)
                 self.scaler.scale(total / len(batches)).backward()
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value
+            names = ["loss", *losses]
+            values = torch.stack([total.detach().float(), *(v.detach().float() for v in losses.values())])
+            sums = values if sums is None else sums + values
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -124,7 +136,7 @@ class TrainStep:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(unwrap(self.model))
-        return {name: value / len(batches) for name, value in sums.items()}
+        return LossReadout(names, mean_over_processes(sums / len(batches)), iteration, epoch)
 
     def autocast(self):
         """``torch.autocast`` on the device with the ``amp`` dtype, or a no-op in full precision."""
@@ -134,11 +146,16 @@ class TrainStep:
 
     def to_device(self, images: torch.Tensor, targets: list[dict]) -> Batch:
         """Move a batch to the device; apply the input transform and memory format there."""
+        check_targets = getattr(unwrap(self.model), "check_targets", None)
+        if check_targets is not None:  # on the host, before the move: no wait for the device
+            check_targets(targets)
         images = images.to(self.device, non_blocking=True)
         targets = [{k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
                    for t in targets]
         if self.input_transform is not None:
             images = self.input_transform(images, targets)
+        if self.pad_multiple > 0:
+            images = pad_to_multiple(images, self.pad_multiple)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images, targets
@@ -175,18 +192,21 @@ class TrainStep:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def loss_values(total: torch.Tensor, losses: dict[str, torch.Tensor]) -> dict[str, float]:
-    """``{"loss": total, **terms}`` as floats, read with one device sync."""
-    stacked = torch.stack([total.detach().float(), *(v.detach().float() for v in losses.values())])
-    return dict(zip(["loss", *losses], stacked.tolist()))
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``B x C x H x W`` images zero-padded at the bottom and right to multiples of ``multiple`` pixels."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not pad_h and not pad_w:
+        return images
+    return torch.nn.functional.pad(images, (0, pad_w, 0, pad_h))
 
 
-def check_finite(values: dict[str, float], iteration: int, epoch: int) -> None:
-    """Stop training on a NaN or infinite loss, naming the iteration and the term."""
-    if math.isfinite(values["loss"]):
-        return
-    bad = [f"{name} = {value}" for name, value in values.items() if name != "loss" and not math.isfinite(value)]
-    raise TrainingError(
-        f"loss is {values['loss']} at iteration {iteration} (epoch {epoch}): {', '.join(bad) or 'sum overflowed'}; "
-        "lower the learning rate or add warmup (train.scheduler.warmup_iters)"
-    )
+def mean_over_processes(values: torch.Tensor) -> torch.Tensor:
+    """``values`` averaged over the processes of a distributed run (on the device, no host read)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return values
+    world = torch.distributed.get_world_size()
+    if world > 1:
+        torch.distributed.all_reduce(values)
+        values = values / world
+    return values

@@ -60,12 +60,14 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per iteration (one optimizer step)
     ema: bool | dict = False  # false | true | { momentum = 0.0002, gamma = 2000, update_buffers = true }
     channels_last: bool = False
-    compile: bool | dict = False  # false | true | { backend = "inductor", mode = "default" }: the backbone only
+    compile: bool | dict = False  # false | true | { backend, mode, scope = "backbone" | "model", pad_multiple = 0 }
     auto_scale_lr: bool | dict = False  # false | true | { base_batch_size = 16 }
     # Distributed (torchrun; docs/distributed.md): BatchNorm statistics over all ranks (CUDA), and
     # DDP for detectors whose trainable parameters do not all get a gradient every iteration.
     sync_bn: bool = False
     find_unused_parameters: bool = False
+    ddp_comm: str = "none"  # "fp16" | "bf16": DDP all-reduces gradients compressed (comm hook)
+    ddp_bucket_mb: int = 25  # DDP's gradient bucket size (bucket_cap_mb)
     # Hook tables run in this order, after the engine's own work for the same event (DESIGN.md "Hooks").
     hooks: list = attrs.field(factory=list)  # e.g. [{ type = "early_stopping", monitor = "bbox_mAP" }]
 

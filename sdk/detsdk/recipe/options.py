@@ -19,7 +19,11 @@ from detsdk.errors import suggest
 AMP_CHOICES = ("bf16", "fp16")
 # MMDetection's ExpMomentumEMA (YOLOX, RTMDet): momentum 0.0002, warm-up over ~gamma updates.
 EMA_DEFAULTS = {"momentum": 0.0002, "gamma": 2000, "update_buffers": True}
-COMPILE_DEFAULTS = {"backend": "inductor", "mode": "default"}
+# scope "backbone" (the default) or "model" (heads included); pad_multiple > 0 pads each batch on the device
+# to a multiple of that many pixels, so that compiled shapes repeat (issue #13).
+COMPILE_DEFAULTS = {"backend": "inductor", "mode": "default", "scope": "backbone", "pad_multiple": 0}
+COMPILE_SCOPES = ("backbone", "model")
+DDP_COMM_CHOICES = ("none", "fp16", "bf16")
 AUTO_SCALE_LR_DEFAULTS = {"base_batch_size": 16}  # MMDetection 3's default_runtime
 
 
@@ -81,14 +85,17 @@ OPTION_CHECKS: dict[str, Callable[[Any], str | None]] = {
     ),
     "train.compile": _table_check(
         COMPILE_DEFAULTS,
-        {"backend": lambda v: isinstance(v, str) and bool(v), "mode": lambda v: isinstance(v, str) and bool(v)},
-        '{ backend = "inductor", mode = "default" } (torch.compile arguments)',
+        {"backend": lambda v: isinstance(v, str) and bool(v), "mode": lambda v: isinstance(v, str) and bool(v),
+         "scope": lambda v: v in COMPILE_SCOPES, "pad_multiple": lambda v: _is_int(v) and v >= 0},
+        '{ backend = "inductor", mode = "default", scope = "backbone" | "model", pad_multiple = 0 }',
     ),
     "train.auto_scale_lr": _table_check(
         AUTO_SCALE_LR_DEFAULTS,
         {"base_batch_size": lambda v: _is_int(v) and v >= 1},
         "{ base_batch_size = 16 } (a positive integer)",
     ),
+    "train.ddp_comm": lambda v: None if v in DDP_COMM_CHOICES else 'expected "none", "fp16" or "bf16"',
+    "train.ddp_bucket_mb": _at_least(1),
     "data.prefetch_factor": _at_least(1),
     "data.normalize_on_device": _check_normalize_on_device,
 }

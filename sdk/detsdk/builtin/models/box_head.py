@@ -8,6 +8,10 @@ from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCN
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, generalized_box_iou_loss
 
+from detsdk.builtin.models.giou import giou_loss
+from detsdk.builtin.models.batched_assign import BACKGROUND, IGNORED, batched_box_iou, gather_rows, inside_crowd, match, sample
+from detsdk.builtin.models.level_roi_align import pool_levels
+from detsdk.builtin.models.padded_targets import PAD_BOX, PaddedPositives, PaddedProposals, PaddedTargets
 from detsdk.builtin.models.rpn import ignore_crowd_overlaps
 from detsdk.errors import RecipeError, suggest
 
@@ -57,7 +61,12 @@ class Shared2FCBoxHead(RoIHeads):
     in training (``loss_cls``, ``loss_bbox``; per image the positive sampled proposals as
     ``boxes`` and their ``labels``, which a mask head trains on) and ``(detections, {})`` in
     eval, in torchvision's label convention (``0`` is background; the detector shifts to 0-based).
+    With ``PaddedTargets`` and ``PaddedProposals`` (the built-in detectors in training) the
+    whole batch is matched and sampled at once, ``batch_size_per_image`` RoIs per image, and
+    the positives come back as ``PaddedPositives``: no host sync.
     """
+
+    accepts_padded_targets = True
 
     def __init__(
         self,
@@ -168,6 +177,8 @@ class Shared2FCBoxHead(RoIHeads):
     ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
         """Positive samples and losses in training; per-image ``boxes``, ``scores``, ``labels`` (1-based) in eval."""
         levels = {str(i): feature for i, feature in enumerate(list(features.values())[: self.num_levels])}
+        if isinstance(targets, PaddedTargets):
+            return self.forward_padded(levels, proposals, image_shapes, targets)
         if self.training:
             if targets is None:
                 raise ValueError("Shared2FCBoxHead needs targets in training mode")
@@ -184,6 +195,58 @@ class Shared2FCBoxHead(RoIHeads):
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
         detections = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels)]
         return detections, {}
+
+    def forward_padded(
+        self, levels: dict[str, torch.Tensor], proposals: PaddedProposals, image_shapes: list[tuple[int, int]],
+        targets: PaddedTargets,
+    ) -> tuple[PaddedPositives, dict[str, torch.Tensor]]:
+        """Training on the whole batch: torchvision's matching (ground truth added as proposals),
+        balanced sampling and losses, with fixed-size samples and weights instead of filtering."""
+        boxes = torch.cat([proposals.boxes, targets.boxes], dim=1)
+        real = torch.cat([proposals.valid, targets.trainable], dim=1)
+        codes = match(batched_box_iou(targets.boxes, boxes), targets.trainable, self.proposal_matcher.high_threshold,
+                      self.proposal_matcher.low_threshold, allow_low_quality_matches=False)
+        codes = torch.where(real, codes, IGNORED)
+        negative = codes == BACKGROUND
+        if self.crowd_ioa_thresh < 1:
+            negative &= ~inside_crowd(boxes, targets.boxes, targets.crowd, self.crowd_ioa_thresh)
+        chosen = sample(codes >= 0, negative, self.fg_bg_sampler.batch_size_per_image,
+                        self.fg_bg_sampler.positive_fraction)
+        pad = torch.tensor(PAD_BOX, dtype=boxes.dtype, device=boxes.device)
+        rois = torch.where(chosen.valid[..., None], gather_rows(boxes, chosen.index), pad)
+        matched = gather_rows(codes, chosen.index).clamp(min=0)
+        labels = torch.where(chosen.positive, gather_rows(targets.labels, matched), 0)
+        box_features = self.box_head(pool_levels(self.box_roi_pool, levels, rois, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        losses = self.padded_loss(class_logits, box_regression, rois, labels, chosen.valid, chosen.positive,
+                                  gather_rows(targets.boxes, matched))
+        slots = chosen.num_positive_slots
+        positives = PaddedPositives(boxes=rois[:, :slots], labels=labels[:, :slots],
+                                    valid=chosen.positive[:, :slots], matched=matched[:, :slots])
+        return positives, losses
+
+    def padded_loss(
+        self, class_logits: torch.Tensor, box_regression: torch.Tensor, rois: torch.Tensor, labels: torch.Tensor,
+        valid: torch.Tensor, positive: torch.Tensor, matched_boxes: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """``compute_loss`` on fixed-size samples: ``valid`` marks the real ones, ``positive`` the foreground."""
+        weight = valid.reshape(-1).float()
+        count = weight.sum().clamp(min=1)
+        flat_labels = labels.reshape(-1)
+        loss_cls = (F.cross_entropy(class_logits.float(), flat_labels, reduction="none") * weight).sum() / count
+        rows = torch.arange(flat_labels.numel(), device=flat_labels.device)
+        deltas = box_regression.reshape(flat_labels.numel(), -1, 4)[rows, flat_labels].float()
+        flat_rois, flat_matched = rois.reshape(-1, 4), matched_boxes.reshape(-1, 4)
+        if self.loss_bbox == "giou":
+            predicted = self.box_coder.decode_single(deltas, flat_rois)
+            box_loss = giou_loss(predicted, flat_matched)
+        else:
+            wanted = self.box_coder.encode_single(flat_matched, flat_rois)
+            loss = F.smooth_l1_loss if self.loss_bbox == "smooth_l1" else F.l1_loss
+            options = {"beta": SMOOTH_L1_BETA} if self.loss_bbox == "smooth_l1" else {}
+            box_loss = loss(deltas, wanted, reduction="none", **options).sum(dim=1)
+        box_loss = torch.where(positive.reshape(-1), box_loss, 0.0).sum()
+        return {"loss_cls": loss_cls, "loss_bbox": self.loss_bbox_weight * box_loss / count}
 
 
 CONV_NORMS = ("none", "bn", "gn")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from detsdk.errors import DataError
 
 
 def extract_features(backbone: nn.Module, neck: nn.Module | None, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -32,15 +31,14 @@ def checked_image_sizes(
     return image_sizes
 
 
-def split_target(target: dict[str, torch.Tensor], num_classes: int):
-    """``(boxes, labels, keep, crowd_boxes)``: ``keep`` marks non-crowd boxes with area, labels checked 0-based."""
+def split_target(target: dict[str, torch.Tensor]):
+    """``(boxes, labels, keep, crowd_boxes)``: ``keep`` marks non-crowd boxes with area.
+
+    The per-image form that heads without ``accepts_padded_targets`` take; labels are
+    checked on the host beforehand (``padded_targets.check_target_labels``).
+    """
     boxes = target["boxes"].float().reshape(-1, 4)
     labels = target["labels"].to(torch.int64).reshape(-1)
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(
-            f"target labels must be 0-based and below num_classes={num_classes}; got "
-            f"{labels.min().item()}..{labels.max().item()}"
-        )
     crowd = target.get("iscrowd")
     crowd = torch.zeros_like(labels, dtype=torch.bool) if crowd is None else crowd.to(torch.bool).reshape(-1)
     has_area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])

@@ -10,6 +10,9 @@ from torchvision.models.detection.image_list import ImageList
 
 from detsdk.errors import DataError, RecipeError
 from detsdk.builtin.models.detector_inputs import checked_image_sizes, extract_features, split_target
+from detsdk.builtin.models.padded_targets import (
+    PaddedTargets, accepts_padded_targets, check_target_labels, pad_targets,
+)
 from detsdk.plugins.build import build_component
 
 
@@ -64,7 +67,11 @@ class FasterRCNN(nn.Module):
         image_sizes = checked_image_sizes("FasterRCNN", images, targets, image_sizes, self.training)
         head_targets = None
         if self.training:
-            head_targets = [self._head_target(t) for t in targets]
+            self.check_targets(targets)  # labels still on the host (TrainStep checks before moving them)
+            if accepts_padded_targets(self.rpn, self.roi_heads):
+                head_targets = self.padded_targets(targets)
+            else:  # a plugin's head: per-image dicts, as torchvision's heads take them
+                head_targets = [self._head_target(t) for t in targets]
         features = self.extract_features(images)
         proposals, rpn_losses = self.rpn(ImageList(images, image_sizes), features, head_targets)
         detections, roi_losses = self.second_stage(features, proposals, image_sizes, head_targets)
@@ -87,9 +94,17 @@ class FasterRCNN(nn.Module):
         """
         return self.roi_heads(features, proposals, image_sizes, targets)
 
+    def check_targets(self, targets: list[dict[str, torch.Tensor]]) -> None:
+        """Check a batch's labels on the host, before it goes to the device (``TrainStep`` calls this)."""
+        check_target_labels(targets, self.num_classes)
+
+    def padded_targets(self, targets: list[dict[str, torch.Tensor]]) -> PaddedTargets:
+        """The batch's ground truth padded (labels 1-based), for heads that take ``PaddedTargets``."""
+        return pad_targets(targets, label_offset=1)
+
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Split crowd boxes off, drop boxes without area and shift labels to background-0 (masks follow boxes)."""
-        boxes, labels, keep, crowd_boxes = split_target(target, self.num_classes)
+        boxes, labels, keep, crowd_boxes = split_target(target)
         head_target = {"boxes": boxes[keep], "labels": labels[keep] + 1, "crowd_boxes": crowd_boxes}
         if "masks" in target:
             masks = target["masks"]

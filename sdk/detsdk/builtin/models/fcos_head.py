@@ -6,11 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import _utils as det_utils
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSRegressionHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import box_area, generalized_box_iou_loss, sigmoid_focal_loss
 
+from detsdk.builtin.models.anchors import Float32AnchorGenerator
+from detsdk.builtin.models.giou import giou_loss
+from detsdk.builtin.models.batched_assign import BACKGROUND, gather_rows, inside_crowd
+from detsdk.builtin.models.padded_targets import PaddedTargets
 from detsdk.builtin.models.retina_head import check_choice, check_levels, ignore_background_in_crowd, norm_layer
 from detsdk.errors import RecipeError
 
@@ -19,14 +22,15 @@ BBOX_LOSSES = ("giou", "iou")
 IGNORED = det_utils.Matcher.BETWEEN_THRESHOLDS  # -2, as RetinaNet's matcher marks ignored anchors
 
 
-def iou_loss(boxes: torch.Tensor, targets: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Summed ``-log(IoU)`` of aligned box pairs (UnitBox, the original FCOS box loss)."""
+def iou_loss(boxes: torch.Tensor, targets: torch.Tensor, eps: float = 1e-6, reduction: str = "sum") -> torch.Tensor:
+    """``-log(IoU)`` of aligned box pairs (UnitBox, the original FCOS box loss), summed or (``"none"``) each."""
     top_left = torch.max(boxes[:, :2], targets[:, :2])
     bottom_right = torch.min(boxes[:, 2:], targets[:, 2:])
     intersection = (bottom_right - top_left).clamp(min=0).prod(dim=1)
     union = box_area(boxes) + box_area(targets) - intersection
     # eps on both sides rather than a clamp, which would stop the gradient of a near-empty box.
-    return -torch.log((intersection + eps) / (union + eps)).sum()
+    loss = -torch.log((intersection + eps) / (union + eps))
+    return loss if reduction == "none" else loss.sum()
 
 
 class FCOSHead(nn.Module):
@@ -67,7 +71,12 @@ class FCOSHead(nn.Module):
     returns ``([], losses)`` in training and ``(detections, {})`` in eval, per image ``boxes``
     (clipped to ``images.image_sizes``), ``scores`` and 0-based ``labels``. Parameters are named
     as torchvision's (``classification_head.conv.0.weight``, ``regression_head.bbox_ctrness``).
+
+    With ``PaddedTargets`` (the built-in detectors in training) the batch is assigned and its
+    losses computed at once, with weights instead of filtering, in float32: no host sync.
     """
+
+    accepts_padded_targets = True
 
     def __init__(
         self,
@@ -101,7 +110,7 @@ class FCOSHead(nn.Module):
         if not 0 < prior_prob < 1:
             raise RecipeError(f"head {name}: prior_prob must be between 0 and 1, got {prior_prob!r}")
         # torchvision's FCOS anchors: one square per location, its side the level's stride.
-        self.anchor_generator = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
+        self.anchor_generator = Float32AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
         self.classification_head = FCOSClassificationHead(
             in_channels, 1, num_classes, num_convs, prior_probability=prior_prob, norm_layer=norm_factory
         )
@@ -191,6 +200,68 @@ class FCOSHead(nn.Module):
             "loss_centerness": loss_centerness / num_foreground,
         }
 
+    def padded_match(self, squares: torch.Tensor, targets: PaddedTargets, points_per_level: list[int]) -> torch.Tensor:
+        """``match`` for the whole batch: ``B x A`` codes (box index, ``-1`` background, ``-2`` ignored)."""
+        boxes = targets.boxes  # B x M x 4
+        centers = (squares[:, :2] + squares[:, 2:]) / 2
+        stride = squares[:, 2] - squares[:, 0]
+        box_centers = (boxes[..., :2] + boxes[..., 2:]) / 2
+        near_center = (centers[None, :, None] - box_centers[:, None]).abs().amax(dim=3)
+        fits = near_center < self.center_sampling_radius * stride[None, :, None]
+        sides = torch.cat([centers[None, :, None] - boxes[:, None, :, :2], boxes[:, None, :, 2:] - centers[None, :, None]],
+                          dim=3)
+        fits &= sides.amin(dim=3) > 0
+        lower, upper = stride * 4, stride * 8
+        lower[: points_per_level[0]] = 0
+        upper[-points_per_level[-1] :] = float("inf")
+        reach = sides.amax(dim=3)
+        fits &= (reach > lower[None, :, None]) & (reach < upper[None, :, None]) & targets.trainable[:, None, :]
+        area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+        best, index = (fits.to(torch.float32) * (1e8 - area)[:, None, :]).max(dim=2)
+        codes = torch.where(best < 1e-5, BACKGROUND, index)
+        if self.crowd_ioa_thresh < 1:
+            batch_squares = squares[None].expand(targets.num_images, -1, -1)
+            crowded = inside_crowd(batch_squares, boxes, targets.crowd, self.crowd_ioa_thresh)
+            codes = torch.where((codes == BACKGROUND) & crowded, IGNORED, codes)
+        return codes
+
+    def padded_loss(
+        self, targets: PaddedTargets, head_outputs: dict[str, torch.Tensor], squares: torch.Tensor,
+        points_per_level: list[int],
+    ) -> dict[str, torch.Tensor]:
+        """``compute_loss`` for the whole batch (each term over the batch's positives), in float32."""
+        codes = self.padded_match(squares, targets, points_per_level)
+        foreground = codes >= 0
+        count = foreground.sum().clamp(min=1)
+        matched = codes.clamp(min=0)
+        logits = head_outputs["cls_logits"].float()
+        classes = torch.arange(logits.shape[-1], device=logits.device)
+        wanted = ((gather_rows(targets.labels, matched)[..., None] == classes) & foreground[..., None]).to(logits.dtype)
+        focal = sigmoid_focal_loss(logits, wanted, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
+        loss_cls = torch.where((codes != IGNORED)[..., None], focal, 0.0).sum()
+        flat_squares = squares.repeat(targets.num_images, 1)
+        positive = foreground.reshape(-1)
+        # Points without a box get their own square as ground truth: every formula stays finite.
+        gt_boxes = torch.where(positive[:, None], gather_rows(targets.boxes, matched).reshape(-1, 4), flat_squares)
+        predicted = self.box_coder.decode(head_outputs["bbox_regression"].float().reshape(-1, 4), flat_squares)
+        if self.loss_bbox == "giou":
+            box = giou_loss(predicted, gt_boxes)
+        else:
+            box = iou_loss(predicted, gt_boxes, reduction="none")
+        distances = self.box_coder.encode(flat_squares, gt_boxes)
+        left_right, top_bottom = distances[:, [0, 2]], distances[:, [1, 3]]
+        centerness = torch.sqrt(
+            (left_right.amin(dim=1) / left_right.amax(dim=1)) * (top_bottom.amin(dim=1) / top_bottom.amax(dim=1))
+        )
+        ctr = F.binary_cross_entropy_with_logits(
+            head_outputs["bbox_ctrness"].float().reshape(-1), centerness, reduction="none"
+        )
+        return {
+            "loss_cls": loss_cls / count,
+            "loss_bbox": self.loss_bbox_weight * torch.where(positive, box, 0.0).sum() / count,
+            "loss_centerness": torch.where(positive, ctr, 0.0).sum() / count,
+        }
+
     def forward(
         self,
         images: ImageList,
@@ -211,6 +282,8 @@ class FCOSHead(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("FCOSHead needs targets in training mode")
+            if isinstance(targets, PaddedTargets):
+                return [], self.padded_loss(targets, head_outputs, anchors[0], points_per_level)
             matched_idxs = self.match(anchors, targets, points_per_level)
             return [], self.compute_loss(targets, head_outputs, anchors, matched_idxs)
         # Split per level as torchvision's FCOS.forward does, then its own post-processing.

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import maskrcnn_inference, maskrcnn_loss, paste_masks_in_image
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 
+from detsdk.builtin.models.level_roi_align import pool_levels
+from detsdk.builtin.models.padded_targets import PaddedPositives, PaddedTargets
 from detsdk.errors import RecipeError, suggest
 
 PASTES = ("torchvision", "mmdet")
@@ -95,6 +97,32 @@ class FCNMaskHead(nn.Module):
         """
         levels = {str(i): feature for i, feature in enumerate(list(features.values())[: self.num_levels])}
         return self.mask_predictor(self.mask_head(self.mask_roi_pool(levels, boxes, image_shapes)))
+
+    accepts_padded_targets = True
+
+    def forward_padded(
+        self, features: dict[str, torch.Tensor], boxes: torch.Tensor, image_shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        """``forward`` for ``B x P x 4`` boxes (a fixed number per image), without a host sync."""
+        levels = {str(i): feature for i, feature in enumerate(list(features.values())[: self.num_levels])}
+        return self.mask_predictor(self.mask_head(pool_levels(self.mask_roi_pool, levels, boxes, image_shapes)))
+
+    def padded_loss(self, mask_logits: torch.Tensor, positives: PaddedPositives, targets: PaddedTargets) -> torch.Tensor:
+        """``loss`` on the box head's fixed-size positives: the mean over the real ones (zero without any).
+
+        Targets as torchvision's ``maskrcnn_loss``: each RoI's matched mask cropped to it with
+        ``roi_align`` and resized to the logits' size.
+        """
+        size = mask_logits.shape[-1]
+        # Padding slots point past their image's masks; the spare empty mask at the end catches them.
+        mask_index = (targets.first_mask[:, None] + positives.matched).reshape(-1).clamp(max=len(targets.masks) - 1)
+        rois = torch.cat([mask_index[:, None].to(positives.boxes.dtype), positives.boxes.reshape(-1, 4)], dim=1)
+        wanted = roi_align(targets.masks[:, None].to(rois.dtype), rois, (size, size), 1.0)[:, 0]
+        labels = positives.labels.reshape(-1)
+        logits = mask_logits[torch.arange(labels.numel(), device=labels.device), labels].float()
+        per_roi = F.binary_cross_entropy_with_logits(logits, wanted, reduction="none").mean(dim=(1, 2))
+        weight = positives.valid.reshape(-1).float()
+        return self.loss_mask_weight * (per_roi * weight).sum() / weight.sum().clamp(min=1)
 
     def loss(
         self,

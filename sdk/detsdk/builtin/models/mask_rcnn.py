@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from detsdk.builtin.models.faster_rcnn import FasterRCNN
+from detsdk.builtin.models.padded_targets import PaddedPositives, PaddedTargets, pad_targets
 from detsdk.errors import DataError, RecipeError
 from detsdk.plugins.build import build_component
 
@@ -67,6 +68,10 @@ class MaskRCNN(FasterRCNN):
     ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
         """The box head, then the mask head on its positive samples (training) or its detections (eval)."""
         results, losses = super().second_stage(features, proposals, image_sizes, targets)
+        if isinstance(results, PaddedPositives):
+            mask_logits = self.mask_branch.forward_padded(features, results.boxes, image_sizes)
+            losses["loss_mask"] = self.mask_branch.padded_loss(mask_logits, results, targets)
+            return results, losses
         if len(results) != len(image_sizes):
             raise RecipeError(
                 f"detector mask_rcnn: the box head ({type(self.roi_heads).__name__}) returned {len(results)} "
@@ -87,12 +92,33 @@ class MaskRCNN(FasterRCNN):
 
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Faster R-CNN's head target, which must carry one mask per box."""
-        if "masks" not in target:
-            raise DataError(
-                "Mask R-CNN trains on instance masks but a training target has none; "
-                "set with_masks = true on the training dataset"
-            )
+        _check_masks(target)
         return super()._head_target(target)
+
+    def padded_targets(self, targets: list[dict[str, torch.Tensor]]) -> PaddedTargets:
+        """Faster R-CNN's padded targets with every image's masks (one per box)."""
+        for target in targets:
+            _check_masks(target)
+        if not getattr(self.mask_branch, "accepts_padded_targets", False):
+            raise RecipeError(
+                f"detector mask_rcnn: the mask head ({type(self.mask_branch).__name__}) does not take padded targets "
+                "(accepts_padded_targets), but the box head does; give it forward_padded and padded_loss"
+            )
+        return pad_targets(targets, label_offset=1, with_masks=True)
+
+
+def _check_masks(target: dict[str, torch.Tensor]) -> None:
+    """A ``DataError`` unless the target carries an ``N x H x W`` mask per box (shapes only: no sync)."""
+    if "masks" not in target:
+        raise DataError(
+            "Mask R-CNN trains on instance masks but a training target has none; "
+            "set with_masks = true on the training dataset"
+        )
+    masks, count = target["masks"], target["labels"].numel()
+    if masks.dim() != 3 or masks.shape[0] != count:
+        raise DataError(
+            f"target masks must be N x H x W with one mask per box; got shape {tuple(masks.shape)} for {count} boxes"
+        )
 
 
 def _matched_ground_truth(gt_boxes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

@@ -7,14 +7,18 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection import _utils as det_utils
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
 from torchvision.ops import box_iou, sigmoid_focal_loss
 from torchvision.ops.misc import Conv2dNormActivation
 
+from detsdk.builtin.models.anchors import Float32AnchorGenerator
+from detsdk.builtin.models.giou import giou_loss
+from detsdk.builtin.models.batched_assign import BACKGROUND, IGNORED, batched_box_iou, gather_rows, inside_crowd, match
+from detsdk.builtin.models.padded_targets import PaddedTargets
 from detsdk.builtin.models.rpn import ignore_crowd_overlaps
 from detsdk.errors import RecipeError, suggest
 
@@ -119,7 +123,12 @@ class RetinaHead(RetinaNetHead):
     carry ``boxes``, 0-based ``labels`` (crowd excluded) and optionally ``crowd_boxes``.
     Parameters are named as torchvision's (``classification_head.conv.0.0.weight``,
     ``classification_head.cls_logits``, ``regression_head.bbox_reg``).
+
+    With ``PaddedTargets`` (the built-in detectors in training) the batch is matched and its
+    losses computed at once, with weights instead of filtering, in float32: no host sync.
     """
+
+    accepts_padded_targets = True
 
     def __init__(
         self,
@@ -160,7 +169,7 @@ class RetinaHead(RetinaNetHead):
         if not 0 < prior_prob < 1:
             raise RecipeError(f"head {name}: prior_prob must be between 0 and 1, got {prior_prob!r}")
         ratios = tuple(float(r) for r in aspect_ratios)
-        anchor_generator = AnchorGenerator(sizes=sizes, aspect_ratios=(ratios,) * len(sizes))
+        anchor_generator = Float32AnchorGenerator(sizes=sizes, aspect_ratios=(ratios,) * len(sizes))
         num_anchors = anchor_generator.num_anchors_per_location()[0]
         super().__init__(in_channels, num_anchors, num_classes, norm_layer=norm_factory)
         nn.init.constant_(self.classification_head.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
@@ -232,6 +241,46 @@ class RetinaHead(RetinaNetHead):
         count = max(1, len(targets))
         return {"loss_cls": sum(cls_losses) / count, "loss_bbox": self.loss_bbox_weight * sum(box_losses) / count}
 
+    def padded_match(self, anchors: torch.Tensor, targets: PaddedTargets) -> torch.Tensor:
+        """``match`` for the whole batch: ``B x A`` codes (box index, ``-1`` background, ``-2`` ignored)."""
+        batch_anchors = anchors[None].expand(targets.num_images, -1, -1)
+        codes = match(batched_box_iou(targets.boxes, batch_anchors), targets.trainable,
+                      self.proposal_matcher.high_threshold, self.proposal_matcher.low_threshold,
+                      allow_low_quality_matches=True)
+        if self.crowd_ioa_thresh < 1:
+            crowded = inside_crowd(batch_anchors, targets.boxes, targets.crowd, self.crowd_ioa_thresh)
+            codes = torch.where((codes == BACKGROUND) & crowded, IGNORED, codes)
+        return codes
+
+    def padded_loss(
+        self, targets: PaddedTargets, head_outputs: dict[str, torch.Tensor], anchors: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``compute_loss`` for the whole batch (the same per-image normalisation), in float32."""
+        codes = self.padded_match(anchors, targets)
+        foreground = codes >= 0
+        matched = codes.clamp(min=0)
+        logits = head_outputs["cls_logits"].float()
+        classes = torch.arange(logits.shape[-1], device=logits.device)
+        wanted = ((gather_rows(targets.labels, matched)[..., None] == classes) & foreground[..., None]).to(logits.dtype)
+        focal = sigmoid_focal_loss(logits, wanted, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="none")
+        focal = torch.where((codes != IGNORED)[..., None], focal, 0.0).sum(dim=(1, 2))
+        per_image = foreground.sum(dim=1).clamp(min=1)
+        batch_anchors = anchors.repeat(targets.num_images, 1)
+        gt_boxes = gather_rows(targets.boxes, matched).reshape(-1, 4)
+        deltas = head_outputs["bbox_regression"].float().reshape(-1, 4)
+        if self.loss_bbox == "giou":
+            box = giou_loss(self.box_coder.decode_single(deltas, batch_anchors), gt_boxes)
+        else:
+            wanted_deltas = self.box_coder.encode_single(gt_boxes, batch_anchors)
+            if self.loss_bbox == "smooth_l1":
+                box = F.smooth_l1_loss(deltas, wanted_deltas, beta=SMOOTH_L1_BETA, reduction="none").sum(dim=1)
+            else:
+                box = F.l1_loss(deltas, wanted_deltas, reduction="none").sum(dim=1)
+        box = torch.where(foreground.reshape(-1), box, 0.0).view_as(codes).sum(dim=1)
+        count = max(1, targets.num_images)
+        return {"loss_cls": (focal / per_image).sum() / count,
+                "loss_bbox": self.loss_bbox_weight * (box / per_image).sum() / count}
+
     def forward(
         self,
         images: ImageList,
@@ -246,6 +295,8 @@ class RetinaHead(RetinaNetHead):
         if self.training:
             if targets is None:
                 raise ValueError("RetinaHead needs targets in training mode")
+            if isinstance(targets, PaddedTargets):
+                return [], self.padded_loss(targets, head_outputs, anchors[0])
             return [], self.compute_loss(targets, head_outputs, anchors, self.match(anchors, targets))
         # Split per level as torchvision's RetinaNet.forward does, then its own post-processing.
         per_level = [m.shape[-2] * m.shape[-1] for m in maps]

@@ -10,6 +10,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from detsdk.errors import RecipeError
 from detsdk.builtin.models.detector_inputs import checked_image_sizes, extract_features, split_target
+from detsdk.builtin.models.padded_targets import accepts_padded_targets, check_target_labels, pad_targets
 from detsdk.plugins.build import build_component
 
 
@@ -69,14 +70,22 @@ class SingleStageDetector(nn.Module):
         image_sizes = checked_image_sizes(type(self).__name__, images, targets, image_sizes, self.training)
         head_targets = None
         if self.training:
-            head_targets = [self._head_target(t) for t in targets]
+            self.check_targets(targets)  # labels still on the host (TrainStep checks before moving them)
+            if accepts_padded_targets(self.head):
+                head_targets = pad_targets(targets, label_offset=0)
+            else:  # a plugin's head: per-image dicts
+                head_targets = [self._head_target(t) for t in targets]
         features = self.extract_features(images)
         detections, losses = self.head(ImageList(images, image_sizes), features, head_targets)
         return losses if self.training else detections
 
+    def check_targets(self, targets: list[dict[str, torch.Tensor]]) -> None:
+        """Check a batch's labels on the host, before it goes to the device (``TrainStep`` calls this)."""
+        check_target_labels(targets, self.num_classes)
+
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Split crowd boxes off and drop boxes without area; labels stay 0-based."""
-        boxes, labels, keep, crowd_boxes = split_target(target, self.num_classes)
+        boxes, labels, keep, crowd_boxes = split_target(target)
         return {"boxes": boxes[keep], "labels": labels[keep], "crowd_boxes": crowd_boxes}
 
 
