@@ -160,6 +160,8 @@ def sdk_step(detector: str, batch: int, size: int, counter: SyncCounter) -> None
     from detsdk.engine.train_step import TrainStep
 
     model = sdk_model(detector).train()
+    if hasattr(model, "rpn"):
+        model.rpn.nms_per_image = False  # count the CUDA path: on the CPU the RPN runs NMS per image
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     step = TrainStep(model, optimizer, scheduler, torch.device("cpu"))

@@ -69,6 +69,10 @@ class RPNHead(RegionProposalNetwork):
     """
 
     accepts_padded_targets = True
+    # Training NMS: one call for the whole batch (one host sync; what CUDA runs), or one per image, which
+    # does B times less suppression work (NMS is quadratic) and is what the CPU runs: it has no device to
+    # wait for. None picks by the boxes' device; count_syncs.py sets False to count the CUDA path on a CPU.
+    nms_per_image: bool | None = None
 
     def __init__(
         self,
@@ -186,7 +190,13 @@ class RPNHead(RegionProposalNetwork):
         # Boxes that are dropped get a group of their own, so they suppress nothing.
         groups = rows * (self.num_levels + 1) + torch.where(keep, levels, self.num_levels)
         offsets = groups.to(boxes.dtype) * (boxes.max() + 1)
-        kept = nms((boxes + offsets[..., None]).view(-1, 4), scores.view(-1), self.nms_thresh)
+        shifted = boxes + offsets[..., None]
+        per_image = self.nms_per_image if self.nms_per_image is not None else boxes.device.type == "cpu"
+        if per_image:
+            count = boxes.shape[1]
+            kept = torch.cat([nms(shifted[i], scores[i], self.nms_thresh) + i * count for i in range(batch)])
+        else:
+            kept = nms(shifted.view(-1, 4), scores.view(-1), self.nms_thresh)
         survived = torch.zeros(keep.numel(), dtype=torch.bool, device=boxes.device).index_fill_(0, kept, True)
         survived = survived.view_as(keep) & keep
         best, index = torch.where(survived, scores, -1.0).topk(min(self.post_nms_top_n(), scores.shape[1]), dim=1)
