@@ -431,3 +431,11 @@ def test_pytest_plugin_parametrises_the_checks_over_a_plugins_components(tmp_pat
     for test_id in ("dataset:voc/voc", "metric:voc/voc", "recipe:voc/voc"):
         assert f"test_component_conforms[{test_id}] PASSED" in completed.stdout
     assert "4 passed" in completed.stdout
+
+
+def test_builtin_transforms_and_hooks_pass_mixing_transforms_and_optional_hook_methods_included():
+    report = check_plugin("detsdk", kinds=["transforms", "hooks"])
+    assert report.ok and report.count("skipped") == 0, "\n".join(r.line() for r in report.results)
+    checked = {r.component for r in report.results}
+    assert {"transform:detsdk/mosaic", "transform:detsdk/mixup", "hook:detsdk/early_stopping",
+            "hook:detsdk/pipeline_switch"} <= checked

@@ -87,6 +87,7 @@ def test_anchors_stay_float32_under_bf16_features():
 def test_a_faster_rcnn_training_step_syncs_only_for_nms_at_any_batch(size):
     torch.manual_seed(0)
     model = tiny_detector().train()
+    model.rpn.nms_per_image = False  # the CUDA path (one NMS call for the batch), as count_syncs.py counts it
     images, targets = batch(size)
     counter = sync_counter()
     with counter:
@@ -94,6 +95,21 @@ def test_a_faster_rcnn_training_step_syncs_only_for_nms_at_any_batch(size):
         sum(losses.values()).backward()
     assert dict(counter.syncs) == {"nms": 1}
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_on_the_cpu_the_rpn_runs_nms_per_image_and_keeps_the_same_proposals():
+    model = tiny_detector().train()
+    images, targets = batch(3)
+    losses = {}
+    for per_image in (None, False):  # None: by device, so per image here on the CPU
+        model.rpn.nms_per_image = per_image
+        torch.manual_seed(0)
+        counter = sync_counter()
+        with counter:
+            losses[per_image] = model(images, targets)
+        assert counter.syncs["nms"] == (3 if per_image is None else 1)
+    for name, value in losses[None].items():
+        assert torch.equal(value, losses[False][name]), name
 
 
 def test_padded_targets_flag_crowd_padding_and_empty_boxes():

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from detsdk.data.mixing import extra_samples, with_mix_samples
 from detsdk.data.check import CheckReport, check_objects
 from detsdk.data.seeding import sample_seeded
 from detsdk.testing.painted import alignment_problems, default_painted_sample
@@ -88,11 +89,17 @@ def sample_problems(sample: Any, classes: list[str]) -> list[str]:
 def check_transform(component: str, transform: Callable[[dict], dict]) -> list[CheckResult]:
     """Painted samples through ``transform``: boxes and masks on their objects, dtypes kept, meta updated, seeded results reproducible."""
     outputs, problems = [], {"alignment": [], "dtypes": [], "meta": []}
+
+    def call(sample: dict) -> dict:
+        if extra_samples(transform):  # Mosaic, MixUp: the other samples are painted the same way
+            sample = with_mix_samples(sample, transform, [], [default_painted_sample()], start=dict)
+        return transform(sample)
+
     for trial in range(TRANSFORM_TRIALS):
         before = default_painted_sample()
         try:
             with sample_seeded(0, 0, trial):
-                after = transform(default_painted_sample())
+                after = call(default_painted_sample())
         except Exception as exc:
             return [failed(component, "call", f"a painted sample (96x128, 4 objects with masks) raised {error_text(exc)}")]
         outputs.append(after)
@@ -111,7 +118,7 @@ def check_transform(component: str, transform: Callable[[dict], dict]) -> list[C
     ]
     try:
         with sample_seeded(0, 0, 0):
-            again = transform(default_painted_sample())
+            again = call(default_painted_sample())
     except Exception as exc:
         return [*results, failed(component, "seeded", f"raised {error_text(exc)}")]
     differing = [k for k in ("image", "boxes", "labels", "masks") if not _same(outputs[0].get(k), again.get(k))]

@@ -16,6 +16,8 @@ HOOK_METHODS = {
     "after_eval": ("engine", "metrics"),
     "after_train": ("engine",),
 }
+# Optional methods the engine also calls (``detsdk.engine.hooks``): kept in checkpoints, closed after the run.
+OPTIONAL_METHODS = {"state_dict", "load_state_dict", "close"}
 
 
 def check_hook(component: str, hook: Any) -> list[CheckResult]:
@@ -27,7 +29,7 @@ def check_hook(component: str, hook: Any) -> list[CheckResult]:
     present = [name for name in HOOK_METHODS if callable(getattr(hook, name, None))]
     near = []
     for name in dir(hook):
-        if name.startswith("_") or name in HOOK_METHODS or not callable(getattr(hook, name, None)):
+        if name.startswith("_") or name in HOOK_METHODS or name in OPTIONAL_METHODS or not callable(getattr(hook, name, None)):
             continue
         prefixed = [method for method in HOOK_METHODS if name.startswith(method) or method.startswith(name)]
         hint = f" (did you mean '{prefixed[0]}'?)" if prefixed else suggest(name, HOOK_METHODS)

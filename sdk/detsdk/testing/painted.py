@@ -80,8 +80,8 @@ def alignment_problems(before: dict, after: dict) -> list[str]:
 
     Label ``i`` marks painted object ``i``. Each kept object's box interior and
     eroded mask must be one colour (95% of pixels), the same colour for both,
-    unlike the background's and every other object's; and that colour must not
-    show outside its box. Colours are compared as ``after`` has them, with a
+    unlike the background's and every other label's; and that colour must not
+    show outside the boxes of its label (copies of one object, as Mosaic makes, share it). Colours are compared as ``after`` has them, with a
     tolerance scaled by how much the transform stretched the image's range.
     Objects that became too small to judge (under 2x2 pixels inside) are left out.
     """
@@ -124,13 +124,15 @@ def alignment_problems(before: dict, after: dict) -> list[str]:
                     continue
         colours[index] = colour
         near = np.linalg.norm(image - colour, axis=2) <= tolerance
-        near[_window(box, height, width, grow=2)] = False
+        for other_box, other_label in zip(boxes, labels):
+            if other_label == label:  # its own box, and copies of the same painted object (Mosaic's)
+                near[_window(other_box, height, width, grow=2)] = False
         if near.sum() > 2:
             problems.append(f"{name}: its colour shows outside the box ({int(near.sum())} px)")
     indices = sorted(colours)
     for a_pos, a in enumerate(indices):
         for b in indices[a_pos + 1 :]:
-            if np.linalg.norm(colours[a] - colours[b]) <= 2 * tolerance:
+            if labels[a] != labels[b] and np.linalg.norm(colours[a] - colours[b]) <= 2 * tolerance:
                 problems.append(f"objects {a} and {b}: their boxes show the same painted object")
     return problems
 
