@@ -269,7 +269,7 @@ def test_sdk_predict_draws_the_masks(trained, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from detsdk.cli import cli
-    from detsdk.engine import plots
+    from detsdk.data import draw as plots  # where sdk predict takes draw_detections from
 
     drawn_masks = []
 

@@ -35,6 +35,15 @@ def one_shapes_dataset(folder: Path) -> dict:
     return {"dataset": ShapesDataset(num_images=4, image_size=64, cache_dir=str(folder))}
 
 
+def yolo_tree(folder: Path) -> dict:
+    """A 4-image shapes set written in the Ultralytics layout (``sdk data convert --to yolo``); ``yolo``'s parameters."""
+    from detsdk.builtin.data.shapes import ShapesDataset
+    from detsdk.builtin.data.yolo_writer import write_yolo
+
+    shapes = ShapesDataset(num_images=4, image_size=64, cache_dir=str(Path(folder) / "shapes"))
+    return {"data_yaml": str(write_yolo(shapes, Path(folder) / "yolo", "train").data_yaml)}
+
+
 def two_shapes_datasets(folder: Path) -> dict:
     """``datasets`` for ``concat``: two shapes sets of 2 and 3 images."""
     from detsdk.builtin.data.shapes import ShapesDataset
