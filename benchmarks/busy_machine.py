@@ -9,8 +9,8 @@ recipe (default ``examples/quickstart/recipe.toml``, evaluation off) for
 over ``--rounds`` rounds so that changes in the load hit both alike:
 
 - ``policy``: det-sdk's choice (``detsdk/threads.py``): torch threads from the
-  cores ``os.sched_getaffinity`` grants less one per loader worker, 1 OpenCV
-  thread in the workers;
+  cores ``os.sched_getaffinity`` grants; when other processes keep some busy,
+  less those and one per loader worker; 1 OpenCV thread in the workers;
 - ``today``: the defaults before it, pinned with ``OMP_NUM_THREADS`` (torch's
   default: one thread per physical core) and ``OPENCV_FOR_THREADS_NUM`` (the
   CPU count), which the policy leaves alone as a user's choice.

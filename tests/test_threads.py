@@ -30,16 +30,35 @@ def test_local_ranks_share_the_cores(cores):
     assert available_cores({"LOCAL_WORLD_SIZE": "16"}) == 1
 
 
-def test_each_loader_worker_takes_a_core_from_the_torch_threads(cores):
+def test_on_a_busy_machine_each_loader_worker_takes_a_core_from_the_torch_threads(cores):
     cores(2)
-    assert plan_threads(1, current_torch_threads=2, environ={}).torch_threads == 1  # the quickstart on 2 cores
+    assert plan_threads(1, current_torch_threads=2, environ={}, busy=2.0).torch_threads == 1  # quickstart, 2 busy loops
     cores(16)
-    assert plan_threads(4, current_torch_threads=16, environ={}).torch_threads == 12
+    assert plan_threads(4, current_torch_threads=16, environ={}, busy=4.2).torch_threads == 8
+
+
+def test_on_an_idle_machine_torch_keeps_every_core_and_the_workers_share_them(cores):
+    cores(2)
+    plan = plan_threads(1, current_torch_threads=2, environ={}, busy=0.3)
+    assert plan.torch_threads == 2 and "idle" in plan.reason
 
 
 def test_at_least_one_torch_thread_however_many_workers(cores):
     cores(2)
-    assert plan_threads(8, current_torch_threads=2, environ={}).torch_threads == 1
+    assert plan_threads(8, current_torch_threads=2, environ={}, busy=1.0).torch_threads == 1
+
+
+def test_busy_cores_counts_the_other_processes_time_not_this_ones(monkeypatch):
+    machine = iter([100.0, 100.3])  # all cores: 0.3 CPU s not idle during the 0.1 s sample
+    own = iter([5.0, 5.1])  # of which this process used 0.1 s
+    monkeypatch.setattr(threads, "_busy_seconds", lambda: next(machine))
+    monkeypatch.setattr(threads.time, "process_time", lambda: next(own))
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: None)
+    assert threads.busy_cores(0.1) == pytest.approx(2.0)
+
+
+def test_busy_cores_reads_proc_stat():
+    assert 0.0 <= threads.busy_cores(0.05) <= threads.os.cpu_count() + 1
 
 
 def test_never_more_torch_threads_than_it_had(cores):
