@@ -51,7 +51,7 @@ from detsdk.engine.train_setup import enable_deterministic
 from detsdk.engine.train_step import TrainStep, iteration_batches
 from detsdk.engine.training_parts import build_training_parts
 from detsdk.engine.tta import evaluate_with_tta, tta_settings
-from detsdk.errors import CheckpointError, DataError, RecipeError
+from detsdk.errors import CheckpointError, RecipeError
 from detsdk.plugins import get_registry
 from detsdk.plugins.build import build_component
 from detsdk.recipe import Recipe, dump_recipe, load_recipe, validate_recipe, with_defaults

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import attrs
 import numpy as np
 import torch
 from torch import nn
