@@ -24,8 +24,11 @@ so data loading and everything the loop does between steps counts on both
 sides. The engine's timestamps come from a ``detsdk_after_train_iter`` hook;
 the first ``--warmup`` iterations of every run (worker start-up, allocator
 warm-up) are dropped. Sides alternate for ``--rounds`` rounds (plain first in
-odd rounds, sdk first in even ones) to spread machine noise; the report gives
-median seconds per iteration, images/s and the ratio sdk / plain (goal: <= 1.02).
+odd rounds, sdk first in even ones; the default of 4 lets each side go first
+equally often, since a process's second run of the same model is not as fast as
+its first) to spread machine noise; the report gives median seconds per
+iteration, images/s, the ratio sdk / plain (goal: <= 1.02) and each round's
+ratio, which machine drift between rounds does not move.
 
 Run from the repository root::
 
@@ -56,6 +59,8 @@ import detsdk
 from detsdk.data.loader import collate
 from detsdk.engine import build
 from detsdk.engine.device import resolve_device
+from detsdk.engine.hooks import Hooks
+from detsdk.engine.train_step import TrainStep
 from detsdk.errors import DetSDKError, RecipeError
 from detsdk.plugins import get_registry
 from detsdk.recipe import Recipe, load_recipe, validate_recipe, with_defaults
@@ -73,7 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--iters", type=int, default=30, help="timed iterations per side and round (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="iterations dropped at the start of every run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of plain + sdk, order alternating (default 3)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="rounds of plain + sdk, order alternating (default 4: each side first twice)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides (default: all cores)")
     parser.add_argument("--device", default="", help="override runtime.device (auto, cpu, cuda, ...)")
     args = parser.parse_args(argv)
@@ -127,6 +133,41 @@ class IterationClock:
     def detsdk_after_train_iter(self, engine, iteration, losses):
         synchronize(engine.device)
         self.stamps.append(time.perf_counter())
+
+
+class OwnTime:
+    """Seconds det-sdk spends per iteration in its own code around the step: the ``after_iter`` hooks
+    (log, progress bar, checkpoint, plugin events) and ``TrainStep.to_device`` (label check and move).
+
+    It wraps the two methods for the sdk runs only; the figures need no second side to compare with,
+    so machine drift between runs does not move them.
+    """
+
+    def __init__(self):
+        self.hooks: list[float] = []
+        self.to_device: list[float] = []
+
+    def __enter__(self):
+        self._call, self._to_device = Hooks.call, TrainStep.to_device
+        call, to_device, own = self._call, self._to_device, self
+
+        def timed_call(hooks, event, engine, *args):
+            start = time.perf_counter()
+            call(hooks, event, engine, *args)
+            if event == "after_iter":
+                own.hooks.append(time.perf_counter() - start)
+
+        def timed_to_device(step, images, targets):
+            start = time.perf_counter()
+            moved = to_device(step, images, targets)
+            own.to_device.append(time.perf_counter() - start)
+            return moved
+
+        Hooks.call, TrainStep.to_device = timed_call, timed_to_device
+        return self
+
+    def __exit__(self, *exc):
+        Hooks.call, TrainStep.to_device = self._call, self._to_device
 
 
 def steady_times(stamps: list[float], warmup: int) -> list[float]:
@@ -233,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     get_registry().add_plugin("engine-overhead-clock", "0", lambda: clock)
 
     times: dict[str, list[float]] = {"plain": [], "sdk": []}
+    own_time = OwnTime()
     round_medians: dict[str, list[float]] = {"plain": [], "sdk": []}
     with tempfile.TemporaryDirectory(prefix="engine-overhead-") as scratch:
         for round_index in range(args.rounds):
@@ -243,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                 if side == "plain":
                     stamps = run_plain(model, dataset, config, total_iters, device)
                 else:
-                    stamps = run_sdk(model, classes, data, clock, Path(scratch) / f"round{round_index}")
+                    with own_time:
+                        stamps = run_sdk(model, classes, data, clock, Path(scratch) / f"round{round_index}")
                 if len(stamps) != total_iters:
                     raise RuntimeError(f"{side}: expected {total_iters} iterations, timed {len(stamps)}")
                 measured = steady_times(stamps, args.warmup)
@@ -279,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     mean_ratio = statistics.fmean(times["sdk"]) / statistics.fmean(times["plain"])
     print(f"| **ratio sdk / plain** | **{ratio:.3f}** | {mean_ratio:.3f} | | "
           f"goal <= 1.02: {'met' if ratio <= 1.02 else 'NOT met'} |")
+    paired = [s / p for p, s in zip(round_medians["plain"], round_medians["sdk"])]
+    print(f"\nper-round ratios sdk / plain: {', '.join(f'{r:.3f}' for r in paired)} "
+          f"(median {statistics.median(paired):.3f})")
+    hooks_ms, move_ms = statistics.median(own_time.hooks) * 1e3, statistics.median(own_time.to_device) * 1e3
+    print(f"det-sdk's own work per iteration (medians): after_iter hooks {hooks_ms:.2f} ms, label check and "
+          f"batch move {move_ms:.2f} ms: {(hooks_ms + move_ms) / 1e3 / sdk:.2%} of its s/iter")
     runs = round_medians["plain"] + round_medians["sdk"]
     if max(runs) / min(runs) > 1.10:
         # With every core busy, OpenMP threads of a loaded machine stall each other: whole runs slow down.
