@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import attrs
 import cv2
 import numpy as np
 import pytest
@@ -189,14 +190,35 @@ def test_sdk_predict_draws_the_same_boxes_from_the_onnx_file_as_from_the_checkpo
     assert np.abs(drawn[0] - drawn[1]).mean() < 1.0
 
 
-def test_sdk_benchmark_prints_both_backends_as_json(exported, run_sdk):
+def test_sdk_benchmark_prints_every_backend_as_json(exported, run_sdk):
     _, report = exported["fcos"]
     code, out, err = run_sdk("benchmark", report.path, "--shape", "64", "96", "--warmup", "0", "--iters", "1", "--json")
     assert code == 0, err
     results = json.loads(out)
-    assert [r["backend"] for r in results] == ["torch", "onnxruntime"]
+    assert [r["backend"] for r in results] == ["torch", "onnxruntime", "openvino"]  # openvino: in the dev extra
     assert all(r["p50_ms"] > 0 and r["images_per_s"] > 0 for r in results)
     assert results[0]["macs"] * 2 == results[0]["flops"] > 0 and results[0]["parameters"] > 0
+
+
+def test_sdk_benchmark_runs_one_backend_of_a_mask_detector_alone(exported, run_sdk):
+    checkpoint, _ = exported["mask_rcnn"]
+    code, out, err = run_sdk("benchmark", checkpoint, "--backend", "onnxruntime", "--shape", "64", "96",
+                             "--warmup", "0", "--iters", "1")
+    assert code == 0, err
+    assert "onnxruntime on cpu, batch 1 x 3 x 64 x 96" in out and "torch" not in out
+
+
+def test_benchmark_paste_step_is_the_runtimes(exported, monkeypatch):
+    from detsdk.export import benchmark
+
+    pasted = []
+    monkeypatch.setattr(benchmark, "paste_box_masks", lambda masks, boxes, *args: pasted.append((masks.shape, args)))
+    checkpoint, _ = exported["mask_rcnn"]
+    model = benchmark.load_benchmark_model(checkpoint)
+    for run in (benchmark.benchmark_torch, benchmark.benchmark_onnxruntime):
+        run(model, (64, 96), 1, warmup=0, iters=1)
+    assert len(pasted) == 2 and all(shape[1:] == (28, 28) and args == ((64, 96), (64, 96), "torchvision")
+                                    for shape, args in pasted)
 
 
 def test_complexity_counts_a_convolution_as_its_multiply_adds():
@@ -208,13 +230,72 @@ def test_complexity_counts_a_convolution_as_its_multiply_adds():
     assert complexity.macs == 8 * 3 * 9 * 100 and complexity.flops == 2 * complexity.macs
 
 
-def test_a_detector_whose_trace_freezes_values_fails_naming_the_file_and_line(tmp_path):
-    spec = tiny_model_spec("mask_rcnn")
-    spec["mask_head"]["paste"] = "mmdet"  # pastes in a Python loop over boxes.tolist()
-    checkpoint = write_checkpoint(tmp_path / "mmdet_paste.pt", spec)
-    with pytest.raises(ExportError, match=r"mask_head\.py:\d+: Converting a tensor to a Python list.*nothing written"):
+def test_a_detector_whose_trace_freezes_values_fails_naming_the_file_and_line(tmp_path, monkeypatch):
+    from detsdk.builtin.models.mask_head import FCNMaskHead
+
+    def box_masks_in_a_python_loop(self, mask_logits, labels):
+        index = [int(label) for label in torch.cat(labels).tolist()]  # what a trace cannot follow
+        return [mask_logits[torch.arange(len(index)), index].sigmoid()]
+
+    monkeypatch.setattr(FCNMaskHead, "box_masks", box_masks_in_a_python_loop)
+    checkpoint = write_checkpoint(tmp_path / "loop.pt", tiny_model_spec("mask_rcnn"))
+    with pytest.raises(ExportError, match=r"test_export\.py:\d+: Converting a tensor to a Python list.*nothing written"):
         export_onnx(checkpoint, tmp_path / "m.onnx", trace_size=TRACE)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_mask_rcnn_graphs_return_box_relative_masks_that_the_runtime_pastes(exported):
+    _, report = exported["mask_rcnn"]
+    assert (report.metadata.mask_format, report.metadata.mask_paste) == ("box", "torchvision")
+    detector = load_detector(report.path)
+    outputs = detector.run_graph([image(64, 96)])[0]
+    assert outputs["masks"].shape == (len(outputs["boxes"]), 28, 28) and len(outputs["boxes"]) > 0
+
+
+def test_mmdetection_style_mask_paste_exports_too(tmp_path):
+    spec = tiny_model_spec("mask_rcnn")
+    spec["mask_head"]["paste"] = "mmdet"  # a Python loop over boxes in PyTorch; pasted on the host once exported
+    checkpoint = write_checkpoint(tmp_path / "mmdet_paste.pt", spec)
+    report = export_onnx(checkpoint, tmp_path / "m.onnx", trace_size=TRACE)
+    assert report.metadata.mask_paste == "mmdet" and report.differences.within(Tolerance())
+    expected = load_detector(checkpoint, device="cpu").predict(image(70, 90))
+    got = load_detector(report.path).predict(image(70, 90))
+    assert compare([expected], [got], Tolerance()).within(Tolerance()) and got.masks.any()
+
+
+def test_a_graph_that_pastes_its_own_masks_still_runs(exported, tmp_path):
+    """Files exported before box-relative masks (``mask_format`` absent) carry H x W masks."""
+    from detsdk.export.exporter import trace_to_onnx
+    from detsdk.export.graph import ExportGraph
+    from detsdk.export.runtime import load_onnx_detector
+
+    checkpoint, report = exported["mask_rcnn"]
+    torch_detector = load_detector(checkpoint, device="cpu")
+
+    class PastesItself(torch.nn.Module):  # no export_detections: the generic path, pasted masks
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, images, image_sizes):
+            return self.model(images, image_sizes=image_sizes)
+
+    graph = ExportGraph.probed(PastesItself(torch_detector.model), report.metadata.pipeline,
+                               torch.zeros((1, 3, *TRACE), dtype=torch.uint8))
+    assert graph.with_masks and graph.mask_format == "image" and graph.mask_paste is None
+    with torch.no_grad():
+        trace_to_onnx(graph, torch.zeros((1, 3, *TRACE), dtype=torch.uint8), tmp_path / "old.onnx")
+    import onnx
+
+    proto = onnx.load(str(tmp_path / "old.onnx"))
+    old = attrs.evolve(report.metadata, mask_format=None, mask_paste=None)
+    for key, value in old.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(tmp_path / "old.onnx"))
+    detector = load_onnx_detector(tmp_path / "old.onnx")
+    assert detector.mask_paste is None
+    expected, got = torch_detector.predict(image(70, 90)), detector.predict(image(70, 90))
+    assert compare([expected], [got], Tolerance()).within(Tolerance()) and got.masks.shape[1:] == (70, 90)
 
 
 def test_a_graph_exported_for_a_batch_of_two_predicts_any_number_of_images(exported, tmp_path):

@@ -41,7 +41,8 @@ def export_command(checkpoint, format_, out, batch, image_paths):
 
 @click.command("benchmark")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "all"]), default="all", show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime", "openvino", "all"]), default="all",
+              show_default=True, help="all: torch, onnxruntime, and openvino when it is installed.")
 @click.option("--shape", nargs=2, type=int, default=(800, 1333), show_default=True, metavar="H W",
               help="Input height and width (the graph pads to the recipe's size_divisor).")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
@@ -53,9 +54,9 @@ def export_command(checkpoint, format_, out, batch, image_paths):
 @debug_option
 def benchmark_command(model, backend, shape, batch, device, warmup, iters, num_classes, as_json):
     """Latency (p50, p90), images/s, peak memory, parameters and FLOPs of MODEL (checkpoint, .onnx or recipe)."""
-    from detsdk.export.benchmark import BACKENDS, run_benchmarks
+    from detsdk.export.benchmark import available_backends, run_benchmarks
 
-    backends = list(BACKENDS) if backend == "all" else [backend]
+    backends = available_backends() if backend == "all" else [backend]
     results = run_benchmarks(model, backends, tuple(shape), batch, device, warmup, iters, num_classes)
     if as_json:
         click.echo(json.dumps([attrs.asdict(r) for r in results], indent=2))
@@ -70,8 +71,9 @@ def benchmark_command(model, backend, shape, batch, device, warmup, iters, num_c
                      ("multiply-adds", f"{result.macs / 1e9:.1f} G (MMDetection/fvcore 'FLOPs')")]
         for name, value in rows:
             click.echo(f"  {name:<14} {value}")
-    if len(results) == 2:
-        click.echo(f"onnxruntime / torch latency (p50): {results[1].p50_ms / results[0].p50_ms:.2f}")
+    if len(results) > 1 and results[0].backend == "torch":
+        for other in results[1:]:
+            click.echo(f"{other.backend} / torch latency (p50): {other.p50_ms / results[0].p50_ms:.2f}")
 
 
 COMMANDS = [export_command, benchmark_command]

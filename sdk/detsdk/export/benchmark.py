@@ -1,7 +1,9 @@
-"""``sdk benchmark``: latency, throughput and memory of a detector under PyTorch eager and ONNX Runtime.
+"""``sdk benchmark``: latency, throughput and memory of a detector under PyTorch eager, ONNX Runtime and OpenVINO.
 
 Both backends run the same work: the exported graph (uint8 batch in; normalise, pad,
-detector, post-processing) on the same random images, after the same warm-up.
+detector, post-processing) on the same random images, after the same warm-up, and for
+a detector with box-relative masks (Mask R-CNN) the paste into the images in NumPy
+that ``load_detector("model.onnx")`` runs after the graph.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from torch import nn
 
 from detsdk.errors import DetSDKError
 from detsdk.export.graph import ExportGraph
+from detsdk.export.mask_paste import paste_box_masks
 from detsdk.export.pipeline import InferencePipeline
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 @attrs.frozen
@@ -120,6 +123,22 @@ def timed(run, warmup: int, iters: int) -> list[float]:
     return times
 
 
+def paste_outputs(outputs, batch: int, shape, mask_paste: str | None) -> None:
+    """What ``OnnxDetector`` does after the graph for box-relative masks: paste each image's into it."""
+    if mask_paste is None:
+        return
+    boxes, _, _, index, masks = (np.asarray(o) for o in outputs)
+    for i in range(batch):
+        keep = index == i
+        paste_box_masks(masks[keep], boxes[keep], tuple(shape), tuple(shape), mask_paste)
+
+
+def probed_graph(model: BenchmarkModel) -> ExportGraph:
+    """The export graph of ``model`` on the CPU, with its masks, as ``sdk export`` builds it."""
+    example = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return ExportGraph.probed(model.model.cpu(), model.pipeline, example)
+
+
 def summary(backend: str, device: str, shape, batch: int, times: list[float], peak: float | None, **extra) -> BenchmarkResult:
     """Percentiles and throughput of the timed calls."""
     p50, p90 = np.percentile(np.array(times) * 1000, [50, 90])
@@ -132,7 +151,7 @@ def benchmark_torch(model: BenchmarkModel, shape, batch: int, device: str = "cpu
     """PyTorch eager on ``device``; with parameters and FLOPs (``detsdk.analysis.complexity``)."""
     from detsdk.analysis.complexity import model_complexity
 
-    graph = ExportGraph(model.model, model.pipeline).to(device)
+    graph = probed_graph(model).to(device)
     images = torch.randint(0, 256, (batch, 3, *shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     images = images.to(device)
     complexity = model_complexity(graph, tuple(images.shape), dtype=torch.uint8)
@@ -140,9 +159,11 @@ def benchmark_torch(model: BenchmarkModel, shape, batch: int, device: str = "cpu
 
     def run():
         with torch.no_grad():
-            graph(images)
+            outputs = graph(images)
         if cuda:
             torch.cuda.synchronize()
+        if graph.mask_paste is not None:
+            paste_outputs([o.cpu() for o in outputs], batch, shape, graph.mask_paste)
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -158,22 +179,63 @@ def benchmark_onnxruntime(model: BenchmarkModel, shape, batch: int, device: str 
     """ONNX Runtime with the provider for ``device``; an ONNX file is traced first unless one was given."""
     import onnxruntime
 
-    from detsdk.export.exporter import trace_to_onnx
     from detsdk.export.runtime import providers_for
 
+    def session(path: Path):
+        return onnxruntime.InferenceSession(str(path), providers=providers_for(device))
+
+    return benchmark_exported("onnxruntime", session, model, shape, batch, device, warmup, iters)
+
+
+def benchmark_openvino(model: BenchmarkModel, shape, batch: int, device: str = "cpu", warmup: int = 3,
+                       iters: int = 10) -> BenchmarkResult:
+    """OpenVINO on the CPU, from the ONNX graph as ``sdk export --format openvino`` converts it (float32)."""
+    if device != "cpu":
+        raise DetSDKError(f"--backend openvino --device {device}: det-sdk runs OpenVINO models on the CPU")
+    try:
+        import openvino
+    except ImportError:
+        raise DetSDKError("--backend openvino needs openvino: pip install 'det-sdk[openvino]'") from None
+    from detsdk.export.openvino_runtime import OpenVinoSession, compile_for_cpu
+
+    def session(path: Path):
+        core = openvino.Core()
+        return OpenVinoSession(compile_for_cpu(core, core.read_model(str(path))))
+
+    return benchmark_exported("openvino", session, model, shape, batch, device, warmup, iters)
+
+
+def benchmark_exported(backend: str, make_session, model: BenchmarkModel, shape, batch: int, device: str,
+                       warmup: int, iters: int) -> BenchmarkResult:
+    """An exported-graph backend: ``make_session(onnx_path)`` runs it (``session.run(None, feeds)``)."""
+    from detsdk.export.exporter import trace_to_onnx
+
+    graph = probed_graph(model)
     with tempfile.TemporaryDirectory() as folder:
         path = model.onnx_path
         if path is None or batch != 1:  # an export's batch is fixed; trace one for this batch
             path = Path(folder) / "benchmark.onnx"
             example = torch.randint(0, 256, (batch, 3, *shape), dtype=torch.uint8)
             with torch.no_grad():
-                trace_to_onnx(ExportGraph(model.model.cpu(), model.pipeline), example, path)
-        session = onnxruntime.InferenceSession(str(path), providers=providers_for(device))
+                trace_to_onnx(graph, example, path)
+        session = make_session(path)
         name = session.get_inputs()[0].name
         images = np.random.default_rng(0).integers(0, 256, (batch, 3, *shape), dtype=np.uint8)
+
+        def run():
+            outputs = session.run(None, {name: images})
+            paste_outputs(outputs, batch, shape, graph.mask_paste if len(outputs) > 4 else None)
+
         with PeakMemory() as memory:
-            times = timed(lambda: session.run(None, {name: images}), warmup, iters)
-    return summary("onnxruntime", device, shape, batch, times, memory.peak)
+            times = timed(run, warmup, iters)
+    return summary(backend, device, shape, batch, times, memory.peak)
+
+
+def available_backends() -> list[str]:
+    """What ``--backend all`` runs: torch, onnxruntime, and openvino where it is installed."""
+    import importlib.util
+
+    return [b for b in BACKENDS if b != "openvino" or importlib.util.find_spec("openvino") is not None]
 
 
 def run_benchmarks(source: str | Path, backends: list[str], shape, batch: int = 1, device: str = "cpu",
@@ -181,7 +243,7 @@ def run_benchmarks(source: str | Path, backends: list[str], shape, batch: int = 
     """Every requested backend on the same model and input shape, in order."""
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
-        raise DetSDKError(f"--backend {unknown[0]}: expected torch, onnxruntime or all")
+        raise DetSDKError(f"--backend {unknown[0]}: expected torch, onnxruntime, openvino or all")
     model = load_benchmark_model(source, num_classes)
-    runners = {"torch": benchmark_torch, "onnxruntime": benchmark_onnxruntime}
+    runners = {"torch": benchmark_torch, "onnxruntime": benchmark_onnxruntime, "openvino": benchmark_openvino}
     return [runners[b](model, shape, batch, device, warmup, iters) for b in backends]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from detsdk.errors import ExportError
-from detsdk.export.graph import BOX_OUTPUTS, MASK_OUTPUT, ExportGraph, detections_for_export
+from detsdk.export.graph import BOX_OUTPUTS, MASK_OUTPUT, ExportGraph
 from detsdk.export.metadata import ExportMetadata
 from detsdk.export.pipeline import InferencePipeline
 from detsdk.export.verify import Differences, Tolerance, compare, sample_images
@@ -67,7 +67,7 @@ def trace_to_onnx(graph: ExportGraph, example: torch.Tensor, path: Path, opset: 
     """
     outputs = list(BOX_OUTPUTS) + [MASK_OUTPUT] * graph.with_masks
     dynamic = {"images": {2: "height", 3: "width"}, **{name: {0: "detections"} for name in outputs}}
-    if graph.with_masks:
+    if graph.with_masks and graph.mask_format == "image":
         dynamic[MASK_OUTPUT] = {0: "detections", 1: "height", 2: "width"}
     noted: list[str] = []
     with module_stack(graph.detector) as stack, warnings.catch_warnings(record=True) as caught:
@@ -145,14 +145,13 @@ def export_onnx(
     pipeline = InferencePipeline.from_spec(spec, where=f"{checkpoint}: the recipe's test pipeline")
     model = trained.model.float().eval()
     example = torch.randint(0, 256, (batch, 3, *trace_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    graph = ExportGraph(model, pipeline)
-    with torch.no_grad():  # masks are whatever the detector returns, not a list of known detectors
-        graph.with_masks = "masks" in detections_for_export(model, graph.preprocess(example[:1]), [trace_size])[0]
+    graph = ExportGraph.probed(model, pipeline, example[:1])
     metadata = ExportMetadata(
         classes=trained.classes, pipeline=pipeline, detector=str(trained.recipe["model"].get("type")),
         detsdk_version=__version__, recipe=dump_recipe(trained.recipe), cat_ids=trained.cat_ids,
         checkpoint_version=trained.version, batch=batch,
         outputs=list(BOX_OUTPUTS) + [MASK_OUTPUT] * graph.with_masks,
+        mask_format=graph.mask_format if graph.with_masks else None, mask_paste=graph.mask_paste,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)

@@ -30,6 +30,8 @@ class ExportMetadata:
     checkpoint_version: str | None = None
     batch: int = 1
     outputs: list[str] = attrs.field(factory=list)
+    mask_format: str | None = None  # "box": masks are K x M x M in each box, pasted as mask_paste says
+    mask_paste: str | None = None  # "torchvision" or "mmdet" (detsdk.export.mask_paste)
 
     def to_props(self) -> dict[str, str]:
         """String key/value pairs for ``metadata_props`` (keys prefixed ``detsdk.``)."""

@@ -15,6 +15,7 @@ import numpy as np
 from detsdk.builtin.transforms.geometric import Resize
 from detsdk.builtin.transforms.photometric import Normalize
 from detsdk.errors import ExportError
+from detsdk.export.mask_paste import paste_box_masks
 
 SUPPORTED = ("resize", "normalize", "pad")
 
@@ -85,11 +86,15 @@ class InferencePipeline:
 
 
 def to_original(detection: dict[str, np.ndarray], scale_factor: tuple[float, float],
-                original_shape: tuple[int, int]) -> dict[str, np.ndarray]:
+                original_shape: tuple[int, int], input_shape: tuple[int, int] | None = None,
+                mask_paste: str | None = None) -> dict[str, np.ndarray]:
     """One image's graph outputs mapped from the resized image's pixels back to the original image's.
 
-    Boxes are divided by the scale factor and clipped; mask probabilities are resized
-    bilinearly (half-pixel centres, as ``F.interpolate(align_corners=False)``) and cut at 0.5.
+    Boxes are divided by the scale factor and clipped. Masks: with ``mask_paste`` (the graph
+    gave ``K x M x M`` box-relative probabilities) they are pasted at the boxes in the network
+    input of ``input_shape`` and resized to the original image (``detsdk.export.mask_paste``);
+    without, the ``K x H x W`` probabilities are resized bilinearly (half-pixel centres, as
+    ``F.interpolate(align_corners=False)``). Either way they are cut at 0.5.
     """
     height, width = original_shape
     scale_w, scale_h = scale_factor
@@ -98,7 +103,11 @@ def to_original(detection: dict[str, np.ndarray], scale_factor: tuple[float, flo
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
     result = {"boxes": boxes, "scores": detection["scores"].astype(np.float32),
               "labels": detection["labels"].astype(np.int64)}
-    if "masks" in detection:
+    if "masks" in detection and mask_paste is not None:
+        if input_shape is None:
+            raise ValueError("to_original: box-relative masks need the network input's shape")
+        result["masks"] = paste_box_masks(detection["masks"], detection["boxes"], input_shape, original_shape, mask_paste)
+    elif "masks" in detection:
         masks = detection["masks"].astype(np.float32)
         resized = [cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in masks]
         stacked = np.stack(resized) if resized else np.zeros((0, height, width), np.float32)

@@ -52,6 +52,8 @@ class OnnxDetector(PredictsImages):
         self.input_name = session.get_inputs()[0].name
         self.output_names = [o.name for o in session.get_outputs()]
         self.batch = int(metadata.batch)
+        # None: the graph pastes masks itself (files from before box-relative masks)
+        self.mask_paste = (metadata.mask_paste or "torchvision") if metadata.mask_format == "box" else None
 
     def run_graph(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """The graph's detections for images of one size (H×W×3 uint8, already resized), in their pixels."""
@@ -74,7 +76,8 @@ class OnnxDetector(PredictsImages):
         for indices in by_shape.values():
             outputs = self.run_graph([resized[i][0] for i in indices])
             for i, output in zip(indices, outputs):
-                detections[i] = to_original(output, resized[i][1], images[i].shape[:2])
+                detections[i] = to_original(output, resized[i][1], images[i].shape[:2],
+                                            resized[i][0].shape[:2], self.mask_paste)
         return detections
 
 

@@ -160,6 +160,13 @@ class FCNMaskHead(nn.Module):
         paste = paste_masks if self.paste == "mmdet" else paste_masks_in_image
         return [paste(p, b, shape) for p, b, shape in zip(probabilities, boxes, image_shapes)]
 
+    def box_masks(self, mask_logits: torch.Tensor, labels: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per image, each box's own-class mask probabilities ``N x M x M``, not pasted (what export returns;
+        ``detsdk.export.mask_paste`` pastes them as ``self.paste`` does). ``labels`` are 1-based."""
+        index = torch.arange(len(mask_logits), device=mask_logits.device)
+        probabilities = mask_logits[index, torch.cat(labels)].sigmoid()
+        return list(probabilities.split([len(image_labels) for image_labels in labels]))
+
 
 def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """Resample ``N x 1 x M x M`` box-relative masks into ``N x 1 x h x w`` image masks, zero outside each box.

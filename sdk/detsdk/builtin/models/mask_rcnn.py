@@ -30,7 +30,8 @@ class MaskRCNN(FasterRCNN):
     ``forward(images, targets=None, image_sizes=None)``: in training the targets also carry
     ``masks`` (uint8 ``N x H x W`` in the input's pixels, one per box) and the losses are
     Faster R-CNN's four plus ``loss_mask``; in eval each detection also has ``masks``, float
-    probabilities ``K x 1 x h x w`` pasted into its image size ``(h, w)``.
+    probabilities ``K x 1 x h x w`` pasted into its image size ``(h, w)``. ``export_detections``
+    gives ``box_masks`` instead: ``K x M x M`` and not pasted, which keeps the paste out of the graph.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class MaskRCNN(FasterRCNN):
             setattr(roi_heads, name, part)
         # Not registered as a submodule: its parameters are roi_heads' (above), so they are saved once.
         object.__setattr__(self, "mask_branch", mask_head)
+        self.exporting = False  # export_detections: box-relative masks, pasted by the runtime
 
     def train(self, mode: bool = True) -> MaskRCNN:
         """Set training mode, on the mask head too (its parts follow ``roi_heads`` anyway)."""
@@ -85,10 +87,29 @@ class MaskRCNN(FasterRCNN):
             gt_labels = [t["labels"] for t in targets]
             losses["loss_mask"] = self.mask_branch.loss(mask_logits, boxes, gt_masks, gt_labels, matched_idxs)
             return results, losses
-        masks = self.mask_branch.predict(mask_logits, boxes, [r["labels"] for r in results], image_sizes)
+        labels = [r["labels"] for r in results]
+        if self.exporting:
+            for result, mask in zip(results, self.mask_branch.box_masks(mask_logits, labels)):
+                result["box_masks"] = mask
+            return results, losses
+        masks = self.mask_branch.predict(mask_logits, boxes, labels, image_sizes)
         for result, mask in zip(results, masks):
             result["masks"] = mask
         return results, losses
+
+    def export_detections(self, images: torch.Tensor, image_sizes: list) -> list[dict[str, torch.Tensor]]:
+        """Eval detections with ``box_masks`` (``K x M x M`` own-class probabilities) instead of pasted
+        ``masks``: the export contract's box-relative form, pasted on the host as ``mask_paste`` says."""
+        self.exporting = True
+        try:
+            return self(images, image_sizes=image_sizes)
+        finally:
+            self.exporting = False
+
+    @property
+    def mask_paste(self) -> str:
+        """How the mask head pastes (``"torchvision"`` or ``"mmdet"``), for pasting exported ``box_masks``."""
+        return getattr(self.mask_branch, "paste", "torchvision")
 
     def _head_target(self, target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Faster R-CNN's head target, which must carry one mask per box."""
