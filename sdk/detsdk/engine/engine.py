@@ -9,6 +9,7 @@ e.g. ``engine.stop_training(reason)``.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,7 +43,7 @@ from detsdk.engine.interop import to_detsdk
 from detsdk.engine.load_from import load_weights_from
 from detsdk.engine.log_hooks import JsonLogHook, PluginEvents, PluginTrainEnd, ProgressBarHook
 from detsdk.engine.plots_hook import PlotsHook
-from detsdk.engine.predictor import Detector, inference_pipeline_spec
+from detsdk.engine.predictor import Detector, fused_for_inference, inference_pipeline_spec
 from detsdk.engine.results_file import read_results, results_iou_types
 from detsdk.engine.run_log import RunLog, write_metrics
 from detsdk.engine.loss_readout import LossReadout, read_losses
@@ -446,7 +447,9 @@ class Engine:
             build_component("transform", step, where=f"pipeline[{i}]")
             for i, step in enumerate(inference_pipeline_spec(self.config))
         ]
-        return Detector(self.inference_model, transforms, self.classes, self.device, self.cat_ids,
+        # A copy: folding BatchNorms into convolutions must not touch the model training goes on with.
+        model = fused_for_inference(copy.deepcopy(self.inference_model), self.device)
+        return Detector(model, transforms, self.classes, self.device, self.cat_ids,
                         tta=tta_settings(self.settings.eval.tta),
                         slicing=slice_settings(self.settings.eval.slice))
 
@@ -456,11 +459,7 @@ class Engine:
         Before any ``fit()``, the recipe's model is built with ``checkpoint``'s or
         ``runtime.load_from``'s weights (det-sdk, torchvision or MMDetection files).
         """
-        detector = self.detector(checkpoint)
-        try:
-            return detector.predict(images, score_thr=score_thr)
-        finally:
-            self.model.train()
+        return self.detector(checkpoint).predict(images, score_thr=score_thr)
 
 
 def _load_all_weights(model: torch.nn.Module, checkpoint: str | Path) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from detsdk.data.loader import apply_pipeline, collate
 from detsdk.detections import PredictsImages
+from detsdk.engine.conv_bn_fusion import fuse_conv_bn
 from detsdk.engine.evaluation import to_original_coordinates
 from detsdk.recipe.slice_options import SliceSettings, slice_settings
 from detsdk.engine.tta import TTASettings, detect_with_tta, tta_settings
@@ -118,5 +119,18 @@ def load_detector(checkpoint: str | Path, device: str | None = None) -> Detector
     ]
     tta = tta_settings(trained.recipe.get("eval", {}).get("tta"))
     slicing = slice_settings(trained.recipe.get("eval", {}).get("slice"))
-    return Detector(trained.model, transforms, trained.classes, resolve_device(device or "auto"), trained.cat_ids, tta=tta,
-                    slicing=slicing)
+    device = resolve_device(device or "auto")
+    return Detector(fused_for_inference(trained.model, device), transforms, trained.classes, device, trained.cat_ids,
+                    tta=tta, slicing=slicing)
+
+
+def fused_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in eval mode on ``device``, each BatchNorm folded into the convolution that feeds it (in
+    place; see ``detsdk.engine.conv_bn_fusion``): what ``load_detector`` and ``Engine.detector`` predict with."""
+    model = model.to(device).eval()
+
+    def run_example(detector: nn.Module) -> None:
+        detector(torch.zeros((1, 3, 64, 64), device=device), image_sizes=[(64, 64)])
+
+    fuse_conv_bn(model, run_example)
+    return model
