@@ -130,20 +130,25 @@ def collate(samples: list[dict]) -> tuple[torch.Tensor, list[dict], list[dict]]:
         image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
         images[i, :, : image.shape[1], : image.shape[2]] = image  # copy_ converts the dtype
         meta = sample.get("meta", {})
-        img_shape = tuple(meta.get("img_shape", image.shape[1:]))
-        target = {"image_size": (int(img_shape[0]), int(img_shape[1]))}
-        if "boxes" in sample:
-            target["boxes"] = torch.as_tensor(np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4))
-            target["labels"] = torch.as_tensor(np.asarray(sample["labels"], dtype=np.int64))
-            crowd = sample.get("iscrowd")
-            target["iscrowd"] = torch.as_tensor(
-                np.asarray(crowd, dtype=bool) if crowd is not None else np.zeros(len(target["labels"]), bool)
-            )
-        if "masks" in sample:
-            target["masks"] = torch.as_tensor(np.asarray(sample["masks"], dtype=np.uint8))
-        targets.append(target)
+        targets.append(target_of(sample, tuple(meta.get("img_shape", image.shape[1:]))))
         metas.append(meta)
     return images, targets, metas
+
+
+def target_of(sample: dict, img_shape: tuple[int, int]) -> dict:
+    """What the model is given for one sample: ``image_size`` (the unpadded ``img_shape``), and its
+    ``boxes``, ``labels``, ``iscrowd`` and ``masks`` as tensors when it has them."""
+    target = {"image_size": (int(img_shape[0]), int(img_shape[1]))}
+    if "boxes" in sample:
+        target["boxes"] = torch.as_tensor(np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4))
+        target["labels"] = torch.as_tensor(np.asarray(sample["labels"], dtype=np.int64))
+        crowd = sample.get("iscrowd")
+        target["iscrowd"] = torch.as_tensor(
+            np.asarray(crowd, dtype=bool) if crowd is not None else np.zeros(len(target["labels"]), bool)
+        )
+    if "masks" in sample:
+        target["masks"] = torch.as_tensor(np.asarray(sample["masks"], dtype=np.uint8))
+    return target
 
 
 def collate_with_annotations(items: list[tuple[dict, dict]]):
@@ -173,6 +178,7 @@ def build_loader(
     group_ids: Sequence[int] | None = None,
     persistent_workers: bool = False,
     prefetch_factor: int = 2,
+    collate_fn: Callable | None = None,
 ) -> DataLoader:
     """A DataLoader over a pipeline dataset with a resumable epoch sampler.
 
@@ -180,7 +186,8 @@ def build_loader(
 
     ``rank``/``world_size`` give this process its share of the data (padded
     when shuffling for training, unpadded for evaluation; see ``EpochSampler``);
-    ``group_ids`` batches images of one aspect-ratio group together.
+    ``group_ids`` batches images of one aspect-ratio group together; ``collate_fn`` replaces
+    ``collate`` (``collate_encoded`` for ``data.decode_on_device``).
     """
     sampler = EpochSampler(
         len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, pad=shuffle,
@@ -191,7 +198,7 @@ def build_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_with_annotations if dataset.keep_annotations else collate,
+        collate_fn=collate_fn or (collate_with_annotations if dataset.keep_annotations else collate),
         worker_init_fn=_seed_worker,
         persistent_workers=persistent_workers and num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,

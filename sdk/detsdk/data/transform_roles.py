@@ -7,8 +7,8 @@ A transform class sets ``transform_role`` to one of these; core code asks
 | --- | --- | --- |
 | ``"normalize"`` | ``mean``, ``std`` (RGB, uint8 units) | device normalisation (``data.normalize_on_device``) |
 | ``"pad"`` | ``pad_value`` | device normalisation (padding must be 0 after it) |
-| ``"resize"`` | ``with_scale(scale)``: a copy that resizes to ``scale`` | TTA scales (``eval.tta``) |
-| ``"random_flip"`` | (nothing) | TTA leaves it out and flips each variant itself |
+| ``"resize"`` | ``with_scale(scale)``: a copy that resizes to ``scale``; ``sample_scale()`` and ``target_size(h, w, scale)`` | TTA scales (``eval.tta``); ``data.decode_on_device`` |
+| ``"random_flip"`` | ``direction``; ``draw()``: one flip decision | TTA leaves it out and flips each variant itself; ``data.decode_on_device`` |
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from detsdk import __version__
 from detsdk.data.device_normalize import defer_normalize
+from detsdk.data.encoded import EncodedDataset, check_decodable
 from detsdk.data.loader import PipelineDataset, build_loader
 from detsdk.engine import build, distributed
 from detsdk.engine.checkpoint import (
@@ -251,19 +252,26 @@ class Engine:
 
         Call it from a hook's ``before_train`` (``pipeline_switch`` does). When
         normalisation runs on the device, the new pipeline must end with the same
-        ``normalize`` [+ ``pad``] as the recipe's.
+        ``normalize`` [+ ``pad``] as the recipe's; with ``data.decode_on_device``, it
+        must also be one the device can run (``detsdk.data.encoded.check_decodable``).
         """
         if self.train_data is None:
             raise RecipeError("add_train_pipeline_stage: call it during fit(), from a hook's before_train")
         transforms = list(transforms)
-        if self.device_normalize is not None:
+        if isinstance(self.train_data, EncodedDataset):
+            normalize = check_decodable(transforms, f"the training pipeline from epoch {from_epoch}")
+            key = "data.decode_on_device"
+        elif self.device_normalize is not None:
             transforms, normalize = defer_normalize(transforms)
-            if normalize is None or not (torch.equal(normalize.mean, self.device_normalize.mean.cpu())
-                                         and torch.equal(normalize.inverse_std, self.device_normalize.inverse_std.cpu())):
-                raise RecipeError(
-                    f"the training pipeline from epoch {from_epoch} must end with the same normalize [+ pad] as "
-                    "data.train.pipeline while data.normalize_on_device is on; make them agree or set it to false"
-                )
+            key = "data.normalize_on_device"
+        if self.device_normalize is not None and (
+            normalize is None or not (torch.equal(normalize.mean, self.device_normalize.mean.cpu())
+                                      and torch.equal(normalize.inverse_std, self.device_normalize.inverse_std.cpu()))
+        ):
+            raise RecipeError(
+                f"the training pipeline from epoch {from_epoch} must end with the same normalize [+ pad] as "
+                f"data.train.pipeline while {key} is on; make them agree or set it to false"
+            )
         self.train_data.add_stage(from_epoch - 1, transforms)
 
     def _train_step(self, batches: list) -> LossReadout:

@@ -92,7 +92,7 @@ def compile_model(model: nn.Module, setting: bool | dict) -> bool:
 
 def build_train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, device: torch.device, train: TrainConfig,
-    input_transform=None,
+    input_transform=None, decode=None,
 ) -> TrainStep:
     """The ``TrainStep`` the ``[train]`` table describes, after preparing ``model`` for it.
 
@@ -108,6 +108,6 @@ def build_train_step(
     compile_options = table_option(train.compile, COMPILE_DEFAULTS) or COMPILE_DEFAULTS
     return TrainStep(
         model, optimizer, scheduler, device, amp=train.amp, accumulate=train.accumulate, grad_clip=train.grad_clip,
-        ema=ema, input_transform=input_transform, channels_last=train.channels_last,
+        ema=ema, decode=decode, input_transform=input_transform, channels_last=train.channels_last,
         pad_multiple=int(compile_options["pad_multiple"]),
     )

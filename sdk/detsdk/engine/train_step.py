@@ -78,6 +78,8 @@ class TrainStep:
         accumulate: micro-batches per iteration.
         grad_clip: max total gradient norm (0: off).
         ema: the weight average to update, or None.
+        decode: makes the device batch from what the loader gives (``DeviceDecode`` for
+            ``data.decode_on_device``: ``decode(images, device)``); None moves the loader's tensor.
         input_transform: applied to the images once on the device (e.g. ``DeviceNormalize``), or None.
         channels_last: send images in channels-last memory format (the model should be too).
         pad_multiple: pad each batch on the device (zeros at the bottom and right) to a multiple of
@@ -95,6 +97,7 @@ class TrainStep:
         accumulate: int = 1,
         grad_clip: float = 0.0,
         ema: ModelEMA | None = None,
+        decode: Callable[[Any, torch.device], torch.Tensor] | None = None,
         input_transform: Callable[[torch.Tensor, list[dict]], torch.Tensor] | None = None,
         channels_last: bool = False,
         pad_multiple: int = 0,
@@ -102,7 +105,7 @@ class TrainStep:
         self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
         self.dtype = amp_dtype(amp, device)
         self.accumulate, self.grad_clip, self.ema = int(accumulate), float(grad_clip), ema
-        self.input_transform, self.channels_last = input_transform, channels_last
+        self.decode, self.input_transform, self.channels_last = decode, input_transform, channels_last
         self.pad_multiple = int(pad_multiple)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
 
@@ -144,12 +147,15 @@ class TrainStep:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def to_device(self, images: torch.Tensor, targets: list[dict]) -> Batch:
-        """Move a batch to the device; apply the input transform and memory format there."""
+    def to_device(self, images: Any, targets: list[dict]) -> Batch:
+        """Move a batch to the device (or decode it there); apply the input transform and memory format there."""
         check_targets = getattr(unwrap(self.model), "check_targets", None)
         if check_targets is not None:  # on the host, before the move: no wait for the device
             check_targets(targets)
-        images = images.to(self.device, non_blocking=True)
+        if self.decode is not None:
+            images = self.decode(images, self.device)
+        else:
+            images = images.to(self.device, non_blocking=True)
         targets = [{k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
                    for t in targets]
         if self.input_transform is not None:

@@ -33,6 +33,8 @@ class DataConfig:
     prefetch_factor: int = 2  # batches each worker loads ahead (with num_workers > 0)
     # Ship uint8 images and normalise on the device when the train pipeline ends with normalize [+ pad].
     normalize_on_device: bool | str = "auto"  # "auto": on when training on CUDA
+    # Workers read image files undecoded; decode, resize, flip, normalize and pad run on the device (nvJPEG on CUDA).
+    decode_on_device: bool = False
     group_by_aspect_ratio: bool = False  # batch wide (w >= h) and tall images apart (docs/distributed.md)
     train: dict | None = None
     val: dict | None = None

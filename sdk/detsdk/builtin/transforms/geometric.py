@@ -122,12 +122,7 @@ class Resize:
             if sample["image"].ndim < image.ndim:  # cv2 drops a single channel axis
                 sample["image"] = sample["image"][..., None]
         if "boxes" in sample:
-            boxes = np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4) * np.array(
-                [w_scale, h_scale, w_scale, h_scale], dtype=np.float32
-            )
-            boxes[:, 0::2] = boxes[:, 0::2].clip(0, new_width)
-            boxes[:, 1::2] = boxes[:, 1::2].clip(0, new_height)
-            sample["boxes"] = boxes
+            sample["boxes"] = scale_boxes(sample["boxes"], w_scale, h_scale, (new_height, new_width))
         if "masks" in sample:
             sample["masks"] = resize_masks(np.asarray(sample["masks"]), new_height, new_width)
         previous = meta.get("scale_factor", (1.0, 1.0))
@@ -138,6 +133,16 @@ class Resize:
     def __repr__(self) -> str:
         scale = list(self.scales[0]) if len(self.scales) == 1 else [list(s) for s in self.scales]
         return f"Resize(scale={scale}, keep_ratio={self.keep_ratio}, multiscale_mode={self.multiscale_mode!r})"
+
+
+def scale_boxes(boxes: np.ndarray, w_scale: float, h_scale: float, image_shape: tuple[int, int]) -> np.ndarray:
+    """x1y1x2y2 boxes scaled by ``(w_scale, h_scale)`` and clipped to the resized image's ``(height, width)``."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * np.array(
+        [w_scale, h_scale, w_scale, h_scale], dtype=np.float32
+    )
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, image_shape[1])
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, image_shape[0])
+    return boxes
 
 
 def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -170,10 +175,14 @@ class RandomFlip:
         self.p = float(p)
         self.direction = direction
 
+    def draw(self) -> bool:
+        """Whether to flip one sample: one draw from ``np.random`` (``decode_on_device`` draws it the same way)."""
+        return bool(np.random.rand() < self.p)
+
     def __call__(self, sample: dict) -> dict:
         """Flip (or not) and record the decision."""
         sample, meta = _start(sample)
-        flip = bool(np.random.rand() < self.p)
+        flip = self.draw()
         meta["flip"] = flip
         meta["flip_direction"] = self.direction if flip else None
         if not flip:
