@@ -28,7 +28,13 @@ odd rounds, sdk first in even ones; the default of 4 lets each side go first
 equally often, since a process's second run of the same model is not as fast as
 its first) to spread machine noise; the report gives median seconds per
 iteration, images/s, the ratio sdk / plain (goal: <= 1.02) and each round's
-ratio, which machine drift between rounds does not move.
+ratio, which machine drift between rounds does not move. Then (``--interleave N``,
+default 30) one more run in which the loops take turns every iteration: a plugin's
+``detsdk_after_train_iter`` runs one plain iteration (its own model copy, loader,
+optimizer and schedule) after each ``Engine.fit`` iteration, and each side is timed
+on its own iterations only, so a machine whose speed drifts within a minute slows
+both alike. The report also gives the time det-sdk spends in its own code each
+iteration (``OwnTime``).
 
 Run from the repository root::
 
@@ -80,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="iterations dropped at the start of every run (default 5)")
     parser.add_argument("--rounds", type=int, default=4,
                         help="rounds of plain + sdk, order alternating (default 4: each side first twice)")
+    parser.add_argument("--interleave", type=int, default=30,
+                        help="then one run where the loops take turns every iteration: timed iterations "
+                             "per side (default 30; 0: skip)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides (default: all cores)")
     parser.add_argument("--device", default="", help="override runtime.device (auto, cpu, cuda, ...)")
     args = parser.parse_args(argv)
@@ -193,35 +202,82 @@ def plain_optimizer(spec: dict, model: torch.nn.Module) -> torch.optim.Optimizer
     raise RecipeError(f"train.optimizer.type = {kind!r}: the plain loop knows only 'sgd' and 'adamw'")
 
 
+class PlainLoop:
+    """The torchvision-reference-style loop, one iteration per ``step()``::
+
+        images, targets = next(loader); losses = model(images, targets); loss = sum(losses.values())
+        optimizer.zero_grad(); loss.backward(); optimizer.step(); scheduler.step()
+    """
+
+    def __init__(self, model, dataset, config: dict, total_iters: int, device: torch.device):
+        seed = int(config["runtime"]["seed"])
+        seed_everything(seed)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=int(config["data"]["batch_size"]), shuffle=True,
+            num_workers=int(config["data"]["num_workers"]), collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda",
+        )
+        self.model, self.device = model, device
+        self.optimizer = plain_optimizer(config["train"]["optimizer"], model)
+        # Same LR trajectory as the engine (warmup changes the losses, hence proposals and NMS work).
+        self.scheduler = build.build_scheduler(config["train"]["scheduler"], self.optimizer, total_iters,
+                                               len(self.loader))
+        self.batches = iter(())
+        model.train()
+
+    def step(self) -> None:
+        """One iteration, the next batch included (a new epoch when the loader runs out)."""
+        try:
+            images, targets, _ = next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            images, targets, _ = next(self.batches)
+        images = images.to(self.device, non_blocking=True)
+        targets = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+        losses = self.model(images, targets)
+        loss = sum(losses.values())
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        synchronize(self.device)
+
+
 def run_plain(model, dataset, config: dict, total_iters: int, device: torch.device) -> list[float]:
     """Train ``total_iters`` iterations with a torchvision-reference-style loop; a timestamp after each."""
-    seed = int(config["runtime"]["seed"])
-    seed_everything(seed)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=int(config["data"]["batch_size"]), shuffle=True,
-        num_workers=int(config["data"]["num_workers"]), collate_fn=collate,
-        generator=torch.Generator().manual_seed(seed), pin_memory=device.type == "cuda",
-    )
-    optimizer = plain_optimizer(config["train"]["optimizer"], model)
-    # Same LR trajectory as the engine (warmup changes the losses, hence proposals and NMS work).
-    scheduler = build.build_scheduler(config["train"]["scheduler"], optimizer, total_iters, len(loader))
-    model.train()
+    loop = PlainLoop(model, dataset, config, total_iters, device)
     stamps: list[float] = []
     while len(stamps) < total_iters:
-        for images, targets, _ in loader:
-            images = images.to(device, non_blocking=True)
-            targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            synchronize(device)
-            stamps.append(time.perf_counter())
-            if len(stamps) == total_iters:
-                break
+        loop.step()
+        stamps.append(time.perf_counter())
     return stamps
+
+
+class InterleavedClock:
+    """A det-sdk plugin that, after each ``Engine.fit`` iteration, runs one plain iteration.
+
+    Each side's time is its own: an sdk iteration from the end of the plain one before
+    it to its ``after_train_iter``, a plain one from its start to its end. The two loops
+    take turns every iteration, so the machine's drift falls on both alike.
+    """
+
+    def __init__(self):
+        self.plain: PlainLoop | None = None
+        self.sdk_times: list[float] = []
+        self.plain_times: list[float] = []
+        self.resumed_at: float | None = None
+
+    @detsdk.hookimpl
+    def detsdk_after_train_iter(self, engine, iteration, losses):
+        if self.plain is None:
+            return
+        synchronize(engine.device)
+        start = time.perf_counter()
+        if self.resumed_at is not None:
+            self.sdk_times.append(start - self.resumed_at)
+        self.plain.step()
+        self.resumed_at = time.perf_counter()
+        self.plain_times.append(self.resumed_at - start)
 
 
 def run_sdk(model, classes: list[str], data: dict, clock: IterationClock, work_dir: Path) -> list[float]:
@@ -232,6 +288,26 @@ def run_sdk(model, classes: list[str], data: dict, clock: IterationClock, work_d
     clock.stamps = []
     engine.fit()
     return list(clock.stamps)
+
+
+def run_interleaved(initial_model, dataset, classes, data: dict, config: dict, args, device: torch.device,
+                    clock: InterleavedClock) -> dict[str, list[float]]:
+    """``Engine.fit`` and the plain loop taking turns each iteration (two model copies, two loaders);
+    each side's seconds per iteration after ``--warmup``."""
+    total = args.warmup + args.interleave
+    sdk_model, plain_model = (copy.deepcopy(initial_model).to(device) for _ in range(2))
+    gc.collect()
+    clock.plain = PlainLoop(plain_model, dataset, config, total, device)
+    clock.sdk_times, clock.plain_times, clock.resumed_at = [], [], None
+    overrides = dict(data)
+    overrides["train"] = {**data.get("train", {}), "iters": total}
+    with tempfile.TemporaryDirectory(prefix="engine-overhead-interleaved-") as scratch:
+        try:
+            run_sdk(sdk_model, classes, overrides, IterationClock(), Path(scratch))
+        finally:
+            clock.plain = None
+    # sdk_times[i] is sdk iteration i + 2 (the first has no plain iteration before it)
+    return {"plain": clock.plain_times[args.warmup:], "sdk": clock.sdk_times[args.warmup - 1:]}
 
 
 def describe_device(device: torch.device) -> str:
@@ -272,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
 
     clock = IterationClock()
     get_registry().add_plugin("engine-overhead-clock", "0", lambda: clock)
+    interleaved_clock = InterleavedClock()
+    get_registry().add_plugin("engine-overhead-interleaved", "0", lambda: interleaved_clock)
 
     times: dict[str, list[float]] = {"plain": [], "sdk": []}
     own_time = OwnTime()
@@ -295,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_index + 1} {side:5s}: median {round_medians[side][-1]:.4f} s/iter "
                       f"over {len(measured)} iterations", flush=True)
                 del model
+
+    interleaved = None
+    if args.interleave:
+        interleaved = run_interleaved(initial_model, dataset, classes, data, config, args, device, interleaved_clock)
 
     plain, sdk = statistics.median(times["plain"]), statistics.median(times["sdk"])
     ratio = sdk / plain
@@ -322,6 +404,15 @@ def main(argv: list[str] | None = None) -> int:
     mean_ratio = statistics.fmean(times["sdk"]) / statistics.fmean(times["plain"])
     print(f"| **ratio sdk / plain** | **{ratio:.3f}** | {mean_ratio:.3f} | | "
           f"goal <= 1.02: {'met' if ratio <= 1.02 else 'NOT met'} |")
+    if interleaved is not None:
+        plain_i, sdk_i = (statistics.median(interleaved[side]) for side in ("plain", "sdk"))
+        print(f"| interleaved, every iteration ({len(interleaved['sdk'])} each): plain | {plain_i:.4f} | "
+              f"{statistics.fmean(interleaved['plain']):.4f} | {batch_size / plain_i:.1f} | |")
+        print(f"| interleaved: det-sdk | {sdk_i:.4f} | {statistics.fmean(interleaved['sdk']):.4f} | "
+              f"{batch_size / sdk_i:.1f} | |")
+        print(f"| **interleaved ratio sdk / plain** | **{sdk_i / plain_i:.3f}** | "
+              f"{statistics.fmean(interleaved['sdk']) / statistics.fmean(interleaved['plain']):.3f} | | "
+              f"goal <= 1.02: {'met' if sdk_i / plain_i <= 1.02 else 'NOT met'} |")
     paired = [s / p for p, s in zip(round_medians["plain"], round_medians["sdk"])]
     print(f"\nper-round ratios sdk / plain: {', '.join(f'{r:.3f}' for r in paired)} "
           f"(median {statistics.median(paired):.3f})")
