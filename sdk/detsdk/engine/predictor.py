@@ -130,7 +130,8 @@ def fused_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     model = model.to(device).eval()
 
     def run_example(detector: nn.Module) -> None:
-        detector(torch.zeros((1, 3, 64, 64), device=device), image_sizes=[(64, 64)])
+        # 256 px: the coarsest (stride 128) level is 2x2, as GroupNorm needs more than one value per group
+        detector(torch.zeros((1, 3, 256, 256), device=device), image_sizes=[(256, 256)])
 
     fuse_conv_bn(model, run_example)
     return model
