@@ -9,8 +9,8 @@ draws the same random numbers the CPU pipeline would, under the same
 per-sample seed (``PipelineDataset.seed_samples``), so a flip or a multi-scale
 size is the one the CPU pipeline would have picked and ``--resume`` replays it.
 Boxes and masks come out as the CPU pipeline gives them, through the
-transforms' own geometry (``Resize.target_size``, ``scale_boxes``,
-``flip_boxes``, ``resize_masks``, ``Pad.target_size``); ``meta`` records what
+transforms' own geometry (``Resize.target_size``, ``resize_annotations``,
+``flip_annotations``, ``Pad.target_size``, ``pad_annotations``); ``meta`` records what
 the device must do to the pixels (``ori_shape``, ``img_shape``, ``flip_direction``,
 ``pad_shape``, ``normalize``), and ``DeviceDecode`` (``detsdk.data.device_decode``)
 does it.
@@ -32,7 +32,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from detsdk.builtin.transforms.geometric import flip_boxes, resize_masks, scale_boxes
+from detsdk.builtin.transforms.geometric import flip_annotations, pad_annotations, resize_annotations
 from detsdk.data.device_normalize import DeviceNormalize
 from detsdk.data.loader import PipelineDataset, target_of
 from detsdk.data.transform_roles import NORMALIZE, PAD, RANDOM_FLIP, RESIZE, role_of
@@ -127,34 +127,19 @@ def plan_sample(sample: dict, transforms: Sequence) -> dict:
     for transform in transforms:
         role = role_of(transform)
         if role == RESIZE:
-            new_height, new_width = transform.target_size(height, width, transform.sample_scale())
-            w_scale, h_scale = new_width / width, new_height / height
-            if "boxes" in sample:
-                sample["boxes"] = scale_boxes(sample["boxes"], w_scale, h_scale, (new_height, new_width))
-            if "masks" in sample:
-                sample["masks"] = resize_masks(np.asarray(sample["masks"]), new_height, new_width)
-            previous = meta.get("scale_factor", (1.0, 1.0))
-            meta["scale_factor"] = (float(previous[0]) * w_scale, float(previous[1]) * h_scale)
-            meta["img_shape"] = height, width = new_height, new_width
+            new_size = transform.target_size(height, width, transform.sample_scale())
+            resize_annotations(sample, meta, (height, width), new_size)
+            height, width = new_size
         elif role == RANDOM_FLIP:
             flip = transform.draw()
             meta["flip"], meta["flip_direction"] = flip, transform.direction if flip else None
-            if flip and "boxes" in sample:
-                sample["boxes"] = flip_boxes(sample["boxes"], (height, width), transform.direction)
-            if flip and "masks" in sample:
-                axis = 2 if transform.direction == "horizontal" else 1
-                sample["masks"] = np.ascontiguousarray(np.flip(np.asarray(sample["masks"]), axis=axis))
+            if flip:
+                flip_annotations(sample, (height, width), transform.direction)
         elif role == NORMALIZE:
             meta["normalize"] = {"mean": list(transform.mean), "std": list(transform.std), "on_device": True}
             meta.setdefault("img_shape", (height, width))
         elif role == PAD:
-            meta.setdefault("img_shape", (height, width))
-            meta["pad_shape"] = transform.target_size(height, width)
-            if "masks" in sample:
-                masks = np.asarray(sample["masks"])
-                padded = np.zeros((masks.shape[0], *meta["pad_shape"]), dtype=masks.dtype)
-                padded[:, :height, :width] = masks
-                sample["masks"] = padded
+            pad_annotations(sample, meta, (height, width), transform.target_size(height, width))
     sample["meta"] = meta
     return sample
 

@@ -116,23 +116,30 @@ class Resize:
         image = sample["image"]
         height, width = image.shape[:2]
         new_height, new_width = self.target_size(height, width, self.sample_scale())
-        w_scale, h_scale = new_width / width, new_height / height
         if (new_height, new_width) != (height, width):
             sample["image"] = cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_LINEAR)
             if sample["image"].ndim < image.ndim:  # cv2 drops a single channel axis
                 sample["image"] = sample["image"][..., None]
-        if "boxes" in sample:
-            sample["boxes"] = scale_boxes(sample["boxes"], w_scale, h_scale, (new_height, new_width))
-        if "masks" in sample:
-            sample["masks"] = resize_masks(np.asarray(sample["masks"]), new_height, new_width)
-        previous = meta.get("scale_factor", (1.0, 1.0))
-        meta["scale_factor"] = (float(previous[0]) * w_scale, float(previous[1]) * h_scale)
-        meta["img_shape"] = (new_height, new_width)
+        resize_annotations(sample, meta, (height, width), (new_height, new_width))
         return sample
 
     def __repr__(self) -> str:
         scale = list(self.scales[0]) if len(self.scales) == 1 else [list(s) for s in self.scales]
         return f"Resize(scale={scale}, keep_ratio={self.keep_ratio}, multiscale_mode={self.multiscale_mode!r})"
+
+
+def resize_annotations(sample: dict, meta: dict, size: tuple[int, int], new_size: tuple[int, int]) -> None:
+    """What ``Resize`` does besides the image, in place: boxes and masks from ``size`` to ``new_size``
+    (``(height, width)``), ``meta["scale_factor"]`` and ``meta["img_shape"]`` updated."""
+    (height, width), (new_height, new_width) = size, new_size
+    w_scale, h_scale = new_width / width, new_height / height
+    if "boxes" in sample:
+        sample["boxes"] = scale_boxes(sample["boxes"], w_scale, h_scale, new_size)
+    if "masks" in sample:
+        sample["masks"] = resize_masks(np.asarray(sample["masks"]), new_height, new_width)
+    previous = meta.get("scale_factor", (1.0, 1.0))
+    meta["scale_factor"] = (float(previous[0]) * w_scale, float(previous[1]) * h_scale)
+    meta["img_shape"] = (new_height, new_width)
 
 
 def scale_boxes(boxes: np.ndarray, w_scale: float, h_scale: float, image_shape: tuple[int, int]) -> np.ndarray:
@@ -187,18 +194,23 @@ class RandomFlip:
         meta["flip_direction"] = self.direction if flip else None
         if not flip:
             return sample
-        axis = 1 if self.direction == "horizontal" else 0
         image = sample["image"]
         # Contiguous copies: torch.from_numpy refuses negative strides.
-        sample["image"] = np.ascontiguousarray(np.flip(image, axis=axis))
-        if "boxes" in sample:
-            sample["boxes"] = flip_boxes(sample["boxes"], image.shape[:2], self.direction)
-        if "masks" in sample:
-            sample["masks"] = np.ascontiguousarray(np.flip(np.asarray(sample["masks"]), axis=axis + 1))
+        sample["image"] = np.ascontiguousarray(np.flip(image, axis=1 if self.direction == "horizontal" else 0))
+        flip_annotations(sample, image.shape[:2], self.direction)
         return sample
 
     def __repr__(self) -> str:
         return f"RandomFlip(p={self.p}, direction={self.direction!r})"
+
+
+def flip_annotations(sample: dict, image_shape: tuple[int, int], direction: str) -> None:
+    """What a flip does besides the image, in place: boxes and masks mirrored in ``(height, width)``."""
+    if "boxes" in sample:
+        sample["boxes"] = flip_boxes(sample["boxes"], image_shape, direction)
+    if "masks" in sample:
+        axis = 2 if direction == "horizontal" else 1
+        sample["masks"] = np.ascontiguousarray(np.flip(np.asarray(sample["masks"]), axis=axis))
 
 
 def flip_boxes(boxes: np.ndarray, image_shape: tuple[int, int], direction: str) -> np.ndarray:
@@ -260,20 +272,25 @@ class Pad:
         image = sample["image"]
         height, width = image.shape[:2]
         new_height, new_width = self.target_size(height, width)
-        meta.setdefault("img_shape", (height, width))
-        meta["pad_shape"] = (new_height, new_width)
-        if (new_height, new_width) == (height, width):
-            return sample
-        padded = np.full((new_height, new_width) + image.shape[2:], self.pad_value, dtype=image.dtype)
-        padded[:height, :width] = image
-        sample["image"] = padded
-        if "masks" in sample:
-            masks = np.asarray(sample["masks"])
-            padded_masks = np.zeros((masks.shape[0], new_height, new_width), dtype=masks.dtype)
-            padded_masks[:, :height, :width] = masks
-            sample["masks"] = padded_masks
+        pad_annotations(sample, meta, (height, width), (new_height, new_width))
+        if (new_height, new_width) != (height, width):
+            padded = np.full((new_height, new_width) + image.shape[2:], self.pad_value, dtype=image.dtype)
+            padded[:height, :width] = image
+            sample["image"] = padded
         return sample
 
     def __repr__(self) -> str:
         size = list(self.size) if self.size is not None else None
         return f"Pad(size_divisor={self.size_divisor}, size={size}, pad_value={self.pad_value})"
+
+
+def pad_annotations(sample: dict, meta: dict, size: tuple[int, int], new_size: tuple[int, int]) -> None:
+    """What ``Pad`` does besides the image, in place: masks zero-padded from ``size`` to ``new_size``
+    at the bottom and right (boxes do not move), ``pad_shape`` and, if unset, ``img_shape`` recorded."""
+    meta.setdefault("img_shape", tuple(size))
+    meta["pad_shape"] = tuple(new_size)
+    if "masks" in sample and tuple(new_size) != tuple(size):
+        masks = np.asarray(sample["masks"])
+        padded = np.zeros((masks.shape[0], *new_size), dtype=masks.dtype)
+        padded[:, : size[0], : size[1]] = masks
+        sample["masks"] = padded
