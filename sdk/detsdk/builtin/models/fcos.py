@@ -6,8 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from detsdk.builtin.models.retinanet import SingleStageDetector, build_head, check_num_classes
-from detsdk.errors import RecipeError
+from detsdk.builtin.models.retinanet import SingleStageDetector, build_head, check_head_strides, check_num_classes
 
 
 class FCOS(SingleStageDetector):
@@ -38,14 +37,6 @@ def build_fcos(
     """
     check_num_classes("fcos", num_classes)
     dense_head = build_head(backbone, neck, num_classes, head)
-    source = neck if neck is not None else backbone
-    strides = getattr(source, "strides", None)
-    if strides is not None and neck is None:
-        strides = strides[-1:]
-    if strides is not None and list(strides) != list(dense_head.strides):
-        raise RecipeError(
-            f"model.head: {head.get('type')} strides {list(dense_head.strides)} differ from the "
-            f"{'neck' if neck is not None else 'backbone'}'s feature strides {list(strides)}; set model.head.strides = "
-            f"{list(strides)}, or for P3-P7 use neck = {{ type = \"fpn\", start_level = 1, extra = \"p6p7\" }}"
-        )
+    check_head_strides(dense_head, head, neck if neck is not None else backbone, neck,
+                       hint=', or for P3-P7 use neck = { type = "fpn", start_level = 1, extra = "p6p7" }')
     return FCOS(backbone, neck, dense_head, num_classes)

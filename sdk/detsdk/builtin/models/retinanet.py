@@ -112,6 +112,22 @@ def build_head(backbone: nn.Module, neck: nn.Module | None, num_classes: int, he
     return build_component("head", head, where="model.head", in_channels=in_channels, num_classes=num_classes)
 
 
+def check_head_strides(dense_head: nn.Module, head: dict[str, Any], source: nn.Module, neck: nn.Module | None,
+                       hint: str = "") -> None:
+    """A ``RecipeError`` when the head's ``strides`` are not the feature strides ``source`` (the neck or
+    the backbone) reports; without a neck the head sees only the backbone's last map. ``hint`` ends
+    the message. Nothing is checked when ``source`` reports no ``strides``."""
+    strides = getattr(source, "strides", None)
+    if strides is not None and neck is None:
+        strides = strides[-1:]
+    if strides is not None and list(strides) != list(dense_head.strides):
+        raise RecipeError(
+            f"model.head: {head.get('type')} strides {list(dense_head.strides)} differ from the "
+            f"{'neck' if source is neck else 'backbone'}'s feature strides {list(strides)}; "
+            f"set model.head.strides = {list(strides)}{hint}"
+        )
+
+
 def build_retinanet(
     backbone: nn.Module,
     neck: nn.Module | None,

@@ -9,8 +9,8 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
 from detsdk.builtin.models.detector_inputs import checked_image_sizes
-from detsdk.builtin.models.retinanet import SingleStageDetector, build_head, check_num_classes
-from detsdk.errors import DataError, RecipeError
+from detsdk.builtin.models.retinanet import SingleStageDetector, build_head, check_head_strides, check_num_classes
+from detsdk.errors import DataError
 
 
 def padded_targets(targets: list[dict[str, torch.Tensor]], num_classes: int, device: torch.device) -> dict:
@@ -99,12 +99,5 @@ def build_rtmdet(
     """
     check_num_classes("rtmdet", num_classes)
     dense_head = build_head(backbone, neck, num_classes, head)
-    strides = getattr(backbone, "strides", None)
-    if strides is not None and neck is None:
-        strides = strides[-1:]
-    if strides is not None and list(strides) != list(dense_head.strides):
-        raise RecipeError(
-            f"model.head: {head.get('type')} strides {list(dense_head.strides)} differ from the backbone's "
-            f"feature strides {list(strides)}; set model.head.strides = {list(strides)}"
-        )
+    check_head_strides(dense_head, head, backbone, neck)
     return RTMDet(backbone, neck, dense_head, num_classes)
