@@ -299,11 +299,10 @@ def run_interleaved(initial_model, dataset, classes, data: dict, config: dict, a
     gc.collect()
     clock.plain = PlainLoop(plain_model, dataset, config, total, device)
     clock.sdk_times, clock.plain_times, clock.resumed_at = [], [], None
-    overrides = dict(data)
-    overrides["train"] = {**data.get("train", {}), "iters": total}
+    interleaved_data = {**data, "train": {**data.get("train", {}), "iters": total}}
     with tempfile.TemporaryDirectory(prefix="engine-overhead-interleaved-") as scratch:
         try:
-            run_sdk(sdk_model, classes, overrides, IterationClock(), Path(scratch))
+            run_sdk(sdk_model, classes, interleaved_data, IterationClock(), Path(scratch))
         finally:
             clock.plain = None
     # sdk_times[i] is sdk iteration i + 2 (the first has no plain iteration before it)
